@@ -1,0 +1,90 @@
+"""The engine registry and the base every engine shares."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any, ClassVar
+from urllib.parse import urlsplit
+
+from seawall.errors import UnsupportedEngineError
+
+__all__ = ["Engine", "connect", "register_engine"]
+
+
+class Engine:
+    """A connection to one storage technology; subclasses add the driver objects.
+
+    ``kind`` names the technology (``"memory"``, ``"redis"``, ...) so that a store
+    factory can choose its implementation. An engine is a context manager that
+    closes its connections on exit.
+    """
+
+    kind: ClassVar[str] = ""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def close(self) -> None:
+        """Release every connection this engine holds."""
+
+    async def aclose(self) -> None:
+        """Release every connection, including those of the async driver."""
+        self.close()
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({redact(self.url)!r})"
+
+
+def redact(url: str) -> str:
+    """The URL with any password replaced by ``***``, safe for logs and errors."""
+    parts = urlsplit(url)
+    if parts.password:
+        return url.replace(f":{parts.password}@", ":***@", 1)
+    return url
+
+
+_REGISTRY: dict[str, str] = {
+    "memory": "seawall.engines.memory:MemoryEngine",
+    "sqlite": "seawall.engines.sqlite:SqliteEngine",
+    "redis": "seawall.engines.redis:RedisEngine",
+    "rediss": "seawall.engines.redis:RedisEngine",
+    "postgresql": "seawall.engines.postgres:PostgresEngine",
+    "postgres": "seawall.engines.postgres:PostgresEngine",
+}
+
+
+def register_engine(scheme: str, target: str | type[Engine]) -> None:
+    """Map a URL scheme to an engine class (or ``"module:Class"`` path imported on use)."""
+    _REGISTRY[scheme] = (
+        target if isinstance(target, str) else f"{target.__module__}:{target.__qualname__}"
+    )
+
+
+def connect(url: str | Engine, **options: Any) -> Engine:
+    """Open the engine a URL names; an :class:`Engine` passed in is returned as is.
+
+    ``options`` go to the engine's constructor (pool sizes, timeouts, ...).
+    """
+    if isinstance(url, Engine):
+        return url
+    if not isinstance(url, str) or "://" not in url:
+        raise UnsupportedEngineError(
+            f"engine URL {url!r} has no scheme; use e.g. 'memory://', 'sqlite:///path.db', "
+            "'redis://127.0.0.1:6379/0' or 'postgresql://user@host/db'"
+        )
+    scheme = url.split("://", 1)[0].lower()
+    target = _REGISTRY.get(scheme)
+    if target is None:
+        known = ", ".join(sorted(f"{name}://" for name in _REGISTRY))
+        raise UnsupportedEngineError(
+            f"unknown engine scheme {scheme!r} in {redact(url)!r}; known: {known}"
+        )
+    module_name, _, class_name = target.partition(":")
+    engine_class: type[Engine] = getattr(importlib.import_module(module_name), class_name)
+    return engine_class(url, **options)

@@ -1,0 +1,55 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import seawall
+from seawall.engines.memory import MemoryEngine
+from seawall.engines.sqlite import SqliteEngine
+from seawall.errors import ConfigurationError, UnsupportedEngineError
+
+
+def test_memory_engine_by_url_and_named_sharing() -> None:
+    first = seawall.connect("memory://shared-test")
+    second = seawall.connect("memory://shared-test")
+    private = seawall.connect("memory://")
+    assert isinstance(first, MemoryEngine)
+    assert first.namespace("x", list) is second.namespace("x", list)
+    assert private.namespace("x", list) is not first.namespace("x", list)
+
+
+def test_an_engine_object_passes_through() -> None:
+    engine = MemoryEngine()
+    assert seawall.connect(engine) is engine
+
+
+@pytest.mark.parametrize("url", ["nope://x", "127.0.0.1:6379", ""])
+def test_bad_urls_name_the_fix(url: str) -> None:
+    with pytest.raises(UnsupportedEngineError, match="memory://"):
+        seawall.connect(url)
+
+
+def test_sqlite_engine_opens_a_wal_file(tmp_path: Path) -> None:
+    engine = seawall.connect(f"sqlite:///{tmp_path / 'a.db'}")
+    assert isinstance(engine, SqliteEngine)
+    mode = engine.connection.execute("PRAGMA journal_mode").fetchone()[0]
+    assert mode == "wal"
+    engine.close()
+
+
+def test_sqlite_engine_rejects_a_missing_folder(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="does not exist"):
+        seawall.connect(f"sqlite:///{tmp_path / 'missing' / 'a.db'}")
+
+
+def test_passwords_are_redacted_in_repr() -> None:
+    engine = seawall.connect("memory://")
+    assert repr(engine) == "MemoryEngine('memory://')"
+    from seawall.engines._base import redact
+
+    assert redact("redis://user:secret@host:6379/0") == "redis://user:***@host:6379/0"
+
+
+def test_version_is_exposed() -> None:
+    assert seawall.__version__.count(".") == 2
