@@ -12,8 +12,7 @@
     │   ├── CircuitOpenError
     │   ├── BulkheadFullError
     │   ├── RateLimitedError
-    │   ├── ConcurrencyLimitError
-    │   └── RetryBudgetExhaustedError
+    │   └── ConcurrencyLimitError
     ├── TimeoutExceededError (also TimeoutError)
     └── RetryError                               every attempt failed
 
@@ -38,7 +37,6 @@ __all__ = [
     "MissingExtraError",
     "RateLimitedError",
     "RejectedError",
-    "RetryBudgetExhaustedError",
     "RetryError",
     "SeawallError",
     "TimeoutExceededError",
@@ -148,18 +146,6 @@ class ConcurrencyLimitError(RejectedError):
         self.limiter = limiter
         self.limit = limit
         self.in_flight = in_flight
-
-
-class RetryBudgetExhaustedError(RejectedError):
-    """A retry was refused because the shared retry budget is spent."""
-
-    def __init__(self, policy: str, *, cause: BaseException | None = None) -> None:
-        super().__init__(
-            f"retry budget of {policy!r} is spent: too many retries relative to requests; "
-            "the downstream is likely overloaded, so this call was not retried"
-        )
-        self.policy = policy
-        self.cause = cause
 
 
 class TimeoutExceededError(SeawallError, TimeoutError):

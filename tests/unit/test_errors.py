@@ -25,7 +25,6 @@ def test_configuration_errors_are_value_errors_and_timeouts_are_timeout_errors()
         errors.BulkheadFullError("db", 10, 0.1),
         errors.RateLimitedError("api", "user-1", retry_after=0.25),
         errors.ConcurrencyLimitError("api", 5, 5),
-        errors.RetryBudgetExhaustedError("payments"),
     ],
 )
 def test_refusals_share_a_parent_and_carry_retry_after(error: errors.RejectedError) -> None:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import importlib
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
 from seawall.errors import UnsupportedEngineError
+
+if TYPE_CHECKING:
+    from seawall.messaging.queue import Queue
 
 __all__ = ["Engine", "connect", "register_engine"]
 
@@ -23,6 +26,12 @@ class Engine:
 
     def __init__(self, url: str) -> None:
         self.url = url
+
+    def queue(self, name: str, **options: Any) -> Queue:
+        """The durable queue ``name`` on this engine (see :mod:`seawall.messaging.queue`)."""
+        from seawall.messaging.queue import open_queue
+
+        return open_queue(self, name, **options)
 
     def close(self) -> None:
         """Release every connection this engine holds."""

@@ -7,6 +7,37 @@ with time taken from an injected :class:`~seawall.clock.Clock`.
 
 from __future__ import annotations
 
+from seawall.resilience._backoff import Jitter, Wait, constant, decorrelated, exponential, linear
+from seawall.resilience._budget import RetryBudget
+from seawall.resilience._pipeline import Pipeline
 from seawall.resilience._policy import Policy
+from seawall.resilience._retry import (
+    AttemptContext,
+    Retry,
+    RetryBudgetExhausted,
+    RetryGaveUp,
+    RetryScheduled,
+    RetrySucceeded,
+    parse_retry_after,
+    retry_testing,
+)
 
-__all__ = ["Policy"]
+__all__ = [
+    "AttemptContext",
+    "Jitter",
+    "Pipeline",
+    "Policy",
+    "Retry",
+    "RetryBudget",
+    "RetryBudgetExhausted",
+    "RetryGaveUp",
+    "RetryScheduled",
+    "RetrySucceeded",
+    "Wait",
+    "constant",
+    "decorrelated",
+    "exponential",
+    "linear",
+    "parse_retry_after",
+    "retry_testing",
+]

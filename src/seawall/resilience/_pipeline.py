@@ -63,9 +63,7 @@ class Pipeline(Policy):
 
         return stage(0)
 
-    async def acall(
-        self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs
-    ) -> T:
+    async def acall(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Await ``fn`` through every stage, outermost first."""
         policies = self.policies
         depth = len(policies)
@@ -129,4 +127,3 @@ def _check_order(policies: tuple[Policy, ...]) -> None:
                 f"Pipeline per-attempt Timeout({per_attempt}) is not shorter than the overall "
                 f"Timeout({overall}) outside the Retry: it can never fire; make it shorter"
             )
-

@@ -1,0 +1,35 @@
+"""Every benchmark runs at a tiny size, so none can rot. Speed is not asserted here."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _run(script: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    env = dict(
+        os.environ, BENCH_SCALE="0.0005", BENCH_REPS="1", BENCH_JSON=str(tmp_path / "out.jsonl")
+    )
+    return subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def test_the_resilience_benchmark_runs_every_area(tmp_path: Path) -> None:
+    completed = _run("resilience.py", tmp_path)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    for area in ("retry", "breaker", "ratelimit", "misc"):
+        assert f"seawall resilience: {area}" in completed.stdout
+    assert "targets (issue 2)" in completed.stdout
+    lines = (tmp_path / "out.jsonl").read_text().splitlines()
+    assert any('"lib": "seawall"' in line for line in lines)
