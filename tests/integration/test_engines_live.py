@@ -40,3 +40,25 @@ def test_unreachable_postgres_fails_fast_with_a_clear_error() -> None:
     engine = seawall.connect("postgresql://postgres@127.0.0.1:1/test", timeout=1.0)
     with pytest.raises(EngineUnavailableError, match="unreachable"):
         engine.ping()  # type: ignore[attr-defined]
+
+
+def test_postgres_transaction_is_atomic(postgres_url: str) -> None:
+    import uuid
+
+    engine = seawall.connect(postgres_url)
+    assert isinstance(engine, PostgresEngine)
+    table = f"tx_{uuid.uuid4().hex[:8]}"
+    with engine.connection() as conn:
+        conn.execute(f"CREATE TABLE {table} (v INTEGER)")
+    try:
+        with engine.transaction() as tx:
+            tx.execute(f"INSERT INTO {table} VALUES (1)")
+        with pytest.raises(RuntimeError), engine.transaction() as tx:
+            tx.execute(f"INSERT INTO {table} VALUES (2)")
+            raise RuntimeError("rollback")
+        with engine.connection() as conn:
+            assert conn.execute(f"SELECT v FROM {table}").fetchall() == [(1,)]
+    finally:
+        with engine.connection() as conn:
+            conn.execute(f"DROP TABLE {table}")
+        engine.close()

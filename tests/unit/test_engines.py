@@ -53,3 +53,32 @@ def test_passwords_are_redacted_in_repr() -> None:
 
 def test_version_is_exposed() -> None:
     assert seawall.__version__.count(".") == 2
+
+
+def test_sqlite_transaction_commits_or_rolls_back_as_one(tmp_path: Path) -> None:
+    engine = seawall.connect(f"sqlite:///{tmp_path / 'tx.db'}")
+    assert isinstance(engine, SqliteEngine)
+    engine.connection.execute("CREATE TABLE stock (sku TEXT PRIMARY KEY, n INTEGER)")
+    with engine.transaction() as tx:
+        tx.execute("INSERT INTO stock VALUES (?, ?)", ("a", 1))
+    with pytest.raises(RuntimeError), engine.transaction() as tx:
+        tx.execute("INSERT INTO stock VALUES (?, ?)", ("b", 2))
+        with engine.transaction() as inner:  # nested: a savepoint inside the same transaction
+            inner.execute("INSERT INTO stock VALUES (?, ?)", ("c", 3))
+        raise RuntimeError("business rule failed")
+    rows = engine.connection.execute("SELECT sku FROM stock ORDER BY sku").fetchall()
+    assert rows == [("a",)]
+    engine.close()
+
+
+def test_sqlite_nested_failure_rolls_back_only_the_savepoint(tmp_path: Path) -> None:
+    engine = seawall.connect(f"sqlite:///{tmp_path / 'tx.db'}")
+    assert isinstance(engine, SqliteEngine)
+    engine.connection.execute("CREATE TABLE t (v INTEGER)")
+    with engine.transaction() as tx:
+        tx.execute("INSERT INTO t VALUES (1)")
+        with pytest.raises(KeyError), engine.transaction() as inner:
+            inner.execute("INSERT INTO t VALUES (2)")
+            raise KeyError("inner step failed")
+    assert engine.connection.execute("SELECT v FROM t").fetchall() == [(1,)]
+    engine.close()

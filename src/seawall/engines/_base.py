@@ -50,6 +50,27 @@ class Engine:
         return f"{type(self).__name__}({redact(self.url)!r})"
 
 
+class Transaction:
+    """One database transaction that several seawall stores can join.
+
+    Business rows (``tx.execute``), events, outbox messages, saga state and
+    idempotency records written through the same ``Transaction`` commit together or
+    not at all. ``connection`` is the driver's connection (``sqlite3.Connection`` or
+    ``psycopg.Connection``) for stores and for the caller's own SQL.
+    """
+
+    def __init__(self, engine: Engine, connection: Any) -> None:
+        self.engine = engine
+        self.connection = connection
+
+    def execute(self, sql: str, parameters: Any = ()) -> Any:
+        """Run one statement of the caller's inside the transaction; returns the cursor."""
+        return self.connection.execute(sql, parameters)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.engine!r})"
+
+
 def redact(url: str) -> str:
     """The URL with any password replaced by ``***``, safe for logs and errors."""
     parts = urlsplit(url)

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from seawall.engines._base import Engine, redact
+from seawall.engines._base import Engine, Transaction, redact
 from seawall.errors import EngineError, EngineUnavailableError, MissingExtraError
 
 if TYPE_CHECKING:
@@ -89,6 +89,20 @@ class PostgresEngine(Engine):
         """Borrow a pooled connection, translating driver errors."""
         with postgres_errors(self.url), self.pool.connection() as conn:
             yield conn
+
+    @contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        """A transaction on a pooled connection: commits when the block ends, rolls back on error."""
+        with self.connection() as conn, conn.transaction():
+            yield Transaction(self, conn)
+
+    @asynccontextmanager
+    async def atransaction(self) -> AsyncIterator[Transaction]:
+        """The asyncio twin of :meth:`transaction` (``Transaction.connection`` is async)."""
+        pool = await self.async_pool()
+        with postgres_errors(self.url):
+            async with pool.connection() as conn, conn.transaction():
+                yield Transaction(self, conn)
 
     def ping(self) -> None:
         """Raise :class:`EngineUnavailableError` unless the server answers."""

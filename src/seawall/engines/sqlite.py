@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import ClassVar
 
-from seawall.engines._base import Engine
+from seawall.engines._base import Engine, Transaction
 from seawall.errors import ConfigurationError
 
 __all__ = ["SqliteEngine"]
@@ -57,6 +59,33 @@ class SqliteEngine(Engine):
             with self._lock:
                 self._connections.append(conn)
         return conn
+
+    @contextmanager
+    def transaction(self) -> Iterator[Transaction]:
+        """A write transaction (``BEGIN IMMEDIATE``) on this thread's connection.
+
+        Commits when the block ends, rolls back if it raises. Nested use opens a
+        savepoint, so a store can join a caller's transaction or run its own.
+        """
+        conn = self.connection
+        if conn.in_transaction:
+            name = f"seawall_{id(conn)}_{threading.get_ident()}"
+            conn.execute(f"SAVEPOINT {name}")
+            try:
+                yield Transaction(self, conn)
+            except BaseException:
+                conn.execute(f"ROLLBACK TO {name}")
+                conn.execute(f"RELEASE {name}")
+                raise
+            conn.execute(f"RELEASE {name}")
+            return
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield Transaction(self, conn)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
 
     def close(self) -> None:
         """Close every thread's connection."""
