@@ -7,8 +7,27 @@ with time taken from an injected :class:`~seawall.clock.Clock`.
 
 from __future__ import annotations
 
+from seawall.resilience._adaptive import (
+    AIMD,
+    AdaptiveLimiter,
+    AdaptiveMetrics,
+    CallShed,
+    Gradient,
+    LimitAlgorithm,
+    LimitChanged,
+)
 from seawall.resilience._backoff import Jitter, Wait, constant, decorrelated, exponential, linear
 from seawall.resilience._budget import RetryBudget
+from seawall.resilience._bulkhead import (
+    Bulkhead,
+    BulkheadMetrics,
+    BulkheadQueueFullError,
+    BulkheadRejected,
+    BulkheadWaiting,
+    ThreadPoolBulkhead,
+)
+from seawall.resilience._fallback import Fallback, FallbackUsed
+from seawall.resilience._hedge import Hedge, HedgeNeedsAsyncError, HedgeStarted, HedgeWon
 from seawall.resilience._pipeline import Pipeline
 from seawall.resilience._policy import Policy
 from seawall.resilience._retry import (
@@ -21,10 +40,29 @@ from seawall.resilience._retry import (
     parse_retry_after,
     retry_testing,
 )
+from seawall.resilience._timeout import TimedOut, Timeout, TimeoutMetrics, remaining_time
 
 __all__ = [
+    "AIMD",
+    "AdaptiveLimiter",
+    "AdaptiveMetrics",
     "AttemptContext",
+    "Bulkhead",
+    "BulkheadMetrics",
+    "BulkheadQueueFullError",
+    "BulkheadRejected",
+    "BulkheadWaiting",
+    "CallShed",
+    "Fallback",
+    "FallbackUsed",
+    "Gradient",
+    "Hedge",
+    "HedgeNeedsAsyncError",
+    "HedgeStarted",
+    "HedgeWon",
     "Jitter",
+    "LimitAlgorithm",
+    "LimitChanged",
     "Pipeline",
     "Policy",
     "Retry",
@@ -33,11 +71,16 @@ __all__ = [
     "RetryGaveUp",
     "RetryScheduled",
     "RetrySucceeded",
+    "ThreadPoolBulkhead",
+    "TimedOut",
+    "Timeout",
+    "TimeoutMetrics",
     "Wait",
     "constant",
     "decorrelated",
     "exponential",
     "linear",
     "parse_retry_after",
+    "remaining_time",
     "retry_testing",
 ]
