@@ -33,3 +33,11 @@ def test_the_resilience_benchmark_runs_every_area(tmp_path: Path) -> None:
     assert "targets (issue 2)" in completed.stdout
     lines = (tmp_path / "out.jsonl").read_text().splitlines()
     assert any('"lib": "seawall"' in line for line in lines)
+
+
+def test_the_channels_benchmark_runs(tmp_path: Path) -> None:
+    completed = _run("messaging_channels.py", tmp_path)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "targets (issue 3: channels)" in completed.stdout
+    lines = (tmp_path / "out.jsonl").read_text().splitlines()
+    assert any('"lib": "seawall"' in line for line in lines)
