@@ -41,3 +41,10 @@ def test_the_channels_benchmark_runs(tmp_path: Path) -> None:
     assert "targets (issue 3: channels)" in completed.stdout
     lines = (tmp_path / "out.jsonl").read_text().splitlines()
     assert any('"lib": "seawall"' in line for line in lines)
+
+
+def test_the_queue_benchmark_runs(tmp_path: Path) -> None:
+    completed = _run("messaging_queue.py", tmp_path)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    lines = (tmp_path / "out.jsonl").read_text().splitlines()
+    assert any('"lib": "seawall' in line for line in lines)

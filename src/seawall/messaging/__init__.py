@@ -1,4 +1,4 @@
-"""Messaging: in-process channels now; queues, topics, request-reply and more to come."""
+"""Messaging: in-process channels and durable queues (topics, request-reply and claim check to come)."""
 
 from __future__ import annotations
 
@@ -23,6 +23,24 @@ from seawall.messaging.channel import (
     fan_in,
     fan_out,
 )
+from seawall.messaging.queue import (
+    DeadLetter,
+    Envelope,
+    Message,
+    MessageDeadLettered,
+    MessageDeduplicated,
+    MessageRedelivered,
+    MessageTooLargeError,
+    Queue,
+    QueueError,
+    QueueStats,
+    Receipt,
+    StaleReceiptError,
+    StaleReceiptRejected,
+    UnknownQueueError,
+    list_queues,
+    open_queue,
+)
 
 __all__ = [
     "BlockingInEventLoopError",
@@ -33,15 +51,31 @@ __all__ = [
     "ChannelFailedError",
     "ChannelFullError",
     "ChannelStats",
+    "DeadLetter",
+    "Envelope",
     "FanOutMode",
     "ItemDropped",
+    "Message",
+    "MessageDeadLettered",
+    "MessageDeduplicated",
+    "MessageRedelivered",
+    "MessageTooLargeError",
     "Overflow",
     "Pumps",
+    "Queue",
+    "QueueError",
+    "QueueStats",
+    "Receipt",
     "SlowSubscriber",
     "Stages",
+    "StaleReceiptError",
+    "StaleReceiptRejected",
     "SubscriberDisconnected",
     "SubscriberDisconnectedError",
     "Subscription",
+    "UnknownQueueError",
     "fan_in",
     "fan_out",
+    "list_queues",
+    "open_queue",
 ]
