@@ -44,10 +44,18 @@ class EventHub:
     date on subscribe/unsubscribe so the check on a hot path is one attribute read.
     """
 
-    __slots__ = ("__weakref__", "_children", "_listeners", "_parent", "active")
+    __slots__ = ("__weakref__", "_children", "_listeners", "_on_active_change", "_parent", "active")
 
-    def __init__(self, parent: EventHub | None = None) -> None:
+    def __init__(
+        self,
+        parent: EventHub | None = None,
+        *,
+        on_active_change: Callable[[bool], None] | None = None,
+    ) -> None:
+        """``on_active_change(active)`` is called whenever ``active`` flips, so a component
+        can switch between a fast unobserved path and an emitting one."""
         self._parent = parent
+        self._on_active_change = on_active_change
         self._listeners: list[tuple[Listener, tuple[type[Event], ...] | None]] = []
         self._children: weakref.WeakSet[EventHub] = weakref.WeakSet()
         self.active: bool = bool(parent is not None and parent.active)
@@ -82,9 +90,12 @@ class EventHub:
             self._parent.emit(event)
 
     def _refresh(self) -> None:
+        was = self.active
         self.active = bool(self._listeners) or bool(
             self._parent is not None and self._parent.active
         )
+        if self.active != was and self._on_active_change is not None:
+            self._on_active_change(self.active)
         for child in tuple(self._children):
             child._refresh()
 

@@ -69,3 +69,15 @@ def test_log_events_logs_through_the_global_hub(caplog: pytest.LogCaptureFixture
     finally:
         unsubscribe()
     assert not child.active
+
+
+def test_on_active_change_reports_each_flip_once() -> None:
+    root = EventHub()
+    flips: list[bool] = []
+    child = EventHub(parent=root, on_active_change=flips.append)
+    undo_root = root.subscribe(lambda event: None)
+    undo_child = child.subscribe(lambda event: None)
+    undo_root()
+    assert flips == [True], "still active through its own listener"
+    undo_child()
+    assert flips == [True, False]

@@ -7,6 +7,8 @@ with time taken from an injected :class:`~seawall.clock.Clock`.
 
 from __future__ import annotations
 
+from typing import Any
+
 from seawall.resilience._adaptive import (
     AIMD,
     AdaptiveLimiter,
@@ -41,6 +43,25 @@ from seawall.resilience._retry import (
     retry_testing,
 )
 from seawall.resilience._timeout import TimedOut, Timeout, TimeoutMetrics, remaining_time
+from seawall.resilience.breaker import (
+    BreakerMetrics,
+    CallNotPermittedError,
+    CircuitBreaker,
+    CircuitCallFailed,
+    CircuitCallIgnored,
+    CircuitCallRejected,
+    CircuitCallSucceeded,
+    CircuitReset,
+    CircuitState,
+    CircuitStateChanged,
+    CircuitStoreRecovered,
+    CircuitStoreUnavailable,
+    CircuitStoreUnavailableError,
+    CountWindow,
+    Rejection,
+    SlowCall,
+    TimeWindow,
+)
 from seawall.resilience.ratelimit import (
     GCRA,
     FixedWindow,
@@ -62,12 +83,26 @@ __all__ = [
     "AdaptiveLimiter",
     "AdaptiveMetrics",
     "AttemptContext",
+    "BreakerMetrics",
     "Bulkhead",
     "BulkheadMetrics",
     "BulkheadQueueFullError",
     "BulkheadRejected",
     "BulkheadWaiting",
+    "CallNotPermittedError",
     "CallShed",
+    "CircuitBreaker",
+    "CircuitCallFailed",
+    "CircuitCallIgnored",
+    "CircuitCallRejected",
+    "CircuitCallSucceeded",
+    "CircuitReset",
+    "CircuitState",
+    "CircuitStateChanged",
+    "CircuitStoreRecovered",
+    "CircuitStoreUnavailable",
+    "CircuitStoreUnavailableError",
+    "CountWindow",
     "Fallback",
     "FallbackUsed",
     "FixedWindow",
@@ -90,6 +125,8 @@ __all__ = [
     "RateLimitStore",
     "RateLimitStoreFailed",
     "RateLimiter",
+    "RedisBreakerStore",
+    "Rejection",
     "Retry",
     "RetryBudget",
     "RetryBudgetExhausted",
@@ -98,7 +135,9 @@ __all__ = [
     "RetrySucceeded",
     "SlidingWindowCounter",
     "SlidingWindowLog",
+    "SlowCall",
     "ThreadPoolBulkhead",
+    "TimeWindow",
     "TimedOut",
     "Timeout",
     "TimeoutMetrics",
@@ -112,3 +151,12 @@ __all__ = [
     "remaining_time",
     "retry_testing",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # Engine-backed stores are imported on first use, so the core installs without drivers.
+    if name == "RedisBreakerStore":
+        from seawall.resilience.breaker.redis import RedisBreakerStore
+
+        return RedisBreakerStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
