@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _harness import Result, dump_json, print_table  # noqa: E402
+from _harness import Result, dump_json, print_table
 
 AREAS = {
     "retry": "resilience_retry",

@@ -53,9 +53,14 @@ def test_postgres_transaction_is_atomic(postgres_url: str) -> None:
     try:
         with engine.transaction() as tx:
             tx.execute(f"INSERT INTO {table} VALUES (1)")
-        with pytest.raises(RuntimeError), engine.transaction() as tx:
-            tx.execute(f"INSERT INTO {table} VALUES (2)")
-            raise RuntimeError("rollback")
+
+        def failing_transaction() -> None:
+            with engine.transaction() as tx:
+                tx.execute(f"INSERT INTO {table} VALUES (2)")
+                raise RuntimeError("rollback")
+
+        with pytest.raises(RuntimeError):
+            failing_transaction()
         with engine.connection() as conn:
             assert conn.execute(f"SELECT v FROM {table}").fetchall() == [(1,)]
     finally:

@@ -61,11 +61,16 @@ def test_sqlite_transaction_commits_or_rolls_back_as_one(tmp_path: Path) -> None
     engine.connection.execute("CREATE TABLE stock (sku TEXT PRIMARY KEY, n INTEGER)")
     with engine.transaction() as tx:
         tx.execute("INSERT INTO stock VALUES (?, ?)", ("a", 1))
-    with pytest.raises(RuntimeError), engine.transaction() as tx:
-        tx.execute("INSERT INTO stock VALUES (?, ?)", ("b", 2))
-        with engine.transaction() as inner:  # nested: a savepoint inside the same transaction
-            inner.execute("INSERT INTO stock VALUES (?, ?)", ("c", 3))
-        raise RuntimeError("business rule failed")
+
+    def fail_after_nested_writes() -> None:
+        with engine.transaction() as tx:
+            tx.execute("INSERT INTO stock VALUES (?, ?)", ("b", 2))
+            with engine.transaction() as inner:  # nested: a savepoint in the same transaction
+                inner.execute("INSERT INTO stock VALUES (?, ?)", ("c", 3))
+            raise RuntimeError("business rule failed")
+
+    with pytest.raises(RuntimeError):
+        fail_after_nested_writes()
     rows = engine.connection.execute("SELECT sku FROM stock ORDER BY sku").fetchall()
     assert rows == [("a",)]
     engine.close()
@@ -75,10 +80,15 @@ def test_sqlite_nested_failure_rolls_back_only_the_savepoint(tmp_path: Path) -> 
     engine = seawall.connect(f"sqlite:///{tmp_path / 'tx.db'}")
     assert isinstance(engine, SqliteEngine)
     engine.connection.execute("CREATE TABLE t (v INTEGER)")
-    with engine.transaction() as tx:
-        tx.execute("INSERT INTO t VALUES (1)")
-        with pytest.raises(KeyError), engine.transaction() as inner:
+
+    def failing_inner_step() -> None:
+        with engine.transaction() as inner:
             inner.execute("INSERT INTO t VALUES (2)")
             raise KeyError("inner step failed")
+
+    with engine.transaction() as tx:
+        tx.execute("INSERT INTO t VALUES (1)")
+        with pytest.raises(KeyError):
+            failing_inner_step()
     assert engine.connection.execute("SELECT v FROM t").fetchall() == [(1,)]
     engine.close()
