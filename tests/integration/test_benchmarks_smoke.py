@@ -56,3 +56,10 @@ def test_the_coordination_benchmark_runs(tmp_path: Path) -> None:
     assert "targets (issue 6)" in completed.stdout
     lines = (tmp_path / "out.jsonl").read_text().splitlines()
     assert any('"lib": "seawall' in line for line in lines)
+
+
+def test_the_eventsourcing_benchmark_runs(tmp_path: Path) -> None:
+    completed = _run("eventsourcing.py", tmp_path)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    lines = (tmp_path / "out.jsonl").read_text().splitlines()
+    assert any('"lib": "seawall' in line for line in lines)
