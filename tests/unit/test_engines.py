@@ -92,3 +92,34 @@ def test_sqlite_nested_failure_rolls_back_only_the_savepoint(tmp_path: Path) -> 
             failing_inner_step()
     assert engine.connection.execute("SELECT v FROM t").fetchall() == [(1,)]
     engine.close()
+
+
+def test_after_commit_callbacks_run_once_after_the_outer_commit(tmp_path: Path) -> None:
+    engine = seawall.connect(f"sqlite:///{tmp_path / 'cb.db'}")
+    assert isinstance(engine, SqliteEngine)
+    engine.connection.execute("CREATE TABLE t (v INTEGER)")
+    ran: list[str] = []
+
+    def rolled_back_inner() -> None:
+        with engine.transaction() as inner:
+            inner.on_commit(lambda: ran.append("discarded"))
+            raise KeyError("inner failed")
+
+    with engine.transaction() as tx:
+        tx.on_commit(lambda: ran.append("outer"))
+        with engine.transaction() as inner:
+            inner.on_commit(lambda: ran.append("inner"))
+        with pytest.raises(KeyError):
+            rolled_back_inner()
+        assert ran == [], "nothing runs before the commit"
+    assert ran == ["outer", "inner"]
+
+    def rolled_back() -> None:
+        with engine.transaction() as tx:
+            tx.on_commit(lambda: ran.append("never"))
+            raise RuntimeError("rollback")
+
+    with pytest.raises(RuntimeError):
+        rolled_back()
+    assert ran == ["outer", "inner"]
+    engine.close()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
@@ -62,6 +64,25 @@ class Transaction:
     def __init__(self, engine: Engine, connection: Any) -> None:
         self.engine = engine
         self.connection = connection
+        self._after_commit: list[Callable[[], object]] = []
+
+    def on_commit(self, callback: Callable[[], object]) -> None:
+        """Run ``callback`` once the outermost transaction has committed (never on rollback).
+
+        Stores use it for work that must not happen inside the transaction, such as
+        waking consumers with a notification. A callback that raises is logged.
+        """
+        self._after_commit.append(callback)
+
+    def _run_after_commit(self) -> None:
+        callbacks, self._after_commit = self._after_commit, []
+        for callback in callbacks:
+            try:
+                callback()
+            except Exception:
+                logging.getLogger("seawall.engines").exception(
+                    "after-commit callback %r failed", callback
+                )
 
     def execute(self, sql: str, parameters: Any = ()) -> Any:
         """Run one statement of the caller's inside the transaction; returns the cursor."""
@@ -86,6 +107,7 @@ _REGISTRY: dict[str, str] = {
     "rediss": "seawall.engines.redis:RedisEngine",
     "postgresql": "seawall.engines.postgres:PostgresEngine",
     "postgres": "seawall.engines.postgres:PostgresEngine",
+    "etcd": "seawall.engines.etcd:EtcdEngine",
 }
 
 

@@ -93,16 +93,22 @@ class PostgresEngine(Engine):
     @contextmanager
     def transaction(self) -> Iterator[Transaction]:
         """A transaction on a pooled connection: commits when the block ends, rolls back on error."""
-        with self.connection() as conn, conn.transaction():
-            yield Transaction(self, conn)
+        with self.connection() as conn:
+            transaction = Transaction(self, conn)
+            with conn.transaction():
+                yield transaction
+            transaction._run_after_commit()
 
     @asynccontextmanager
     async def atransaction(self) -> AsyncIterator[Transaction]:
         """The asyncio twin of :meth:`transaction` (``Transaction.connection`` is async)."""
         pool = await self.async_pool()
         with postgres_errors(self.url):
-            async with pool.connection() as conn, conn.transaction():
-                yield Transaction(self, conn)
+            async with pool.connection() as conn:
+                transaction = Transaction(self, conn)
+                async with conn.transaction():
+                    yield transaction
+                transaction._run_after_commit()
 
     def ping(self) -> None:
         """Raise :class:`EngineUnavailableError` unless the server answers."""

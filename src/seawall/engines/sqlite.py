@@ -65,27 +65,41 @@ class SqliteEngine(Engine):
         """A write transaction (``BEGIN IMMEDIATE``) on this thread's connection.
 
         Commits when the block ends, rolls back if it raises. Nested use opens a
-        savepoint, so a store can join a caller's transaction or run its own.
+        savepoint, so a store can join a caller's transaction or run its own; the
+        nested block's ``on_commit`` callbacks run when the outermost one commits.
         """
         conn = self.connection
         if conn.in_transaction:
+            # Joined to a transaction already open on this connection: a savepoint.
+            outer: Transaction | None = getattr(self._local, "transaction", None)
             name = f"seawall_{id(conn)}_{threading.get_ident()}"
+            nested = Transaction(self, conn)
             conn.execute(f"SAVEPOINT {name}")
             try:
-                yield Transaction(self, conn)
+                yield nested
             except BaseException:
                 conn.execute(f"ROLLBACK TO {name}")
                 conn.execute(f"RELEASE {name}")
                 raise
             conn.execute(f"RELEASE {name}")
+            if outer is not None:
+                outer._after_commit.extend(nested._after_commit)
+            else:  # the caller began it by hand: we cannot see its commit
+                nested._run_after_commit()
             return
         conn.execute("BEGIN IMMEDIATE")
+        transaction = Transaction(self, conn)
+        self._local.transaction = transaction
         try:
-            yield Transaction(self, conn)
+            yield transaction
+            conn.execute("COMMIT")
         except BaseException:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
             raise
-        conn.execute("COMMIT")
+        finally:
+            self._local.transaction = None
+        transaction._run_after_commit()
 
     def close(self) -> None:
         """Close every thread's connection."""
