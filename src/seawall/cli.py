@@ -22,6 +22,16 @@ demo_app = typer.Typer(
 app.add_typer(demo_app, name="demo")
 
 
+def _mount_messaging() -> None:
+    from seawall.messaging.queue._cli import queue_app, worker_command
+
+    app.command("worker")(worker_command)
+    app.add_typer(queue_app, name="queue")
+
+
+_mount_messaging()
+
+
 def _version_callback(value: bool) -> None:
     if value:
         typer.echo(f"seawall {__version__}")

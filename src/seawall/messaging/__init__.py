@@ -38,6 +38,8 @@ from seawall.messaging.queue import (
     StaleReceiptError,
     StaleReceiptRejected,
     UnknownQueueError,
+    Worker,
+    WorkerStats,
     list_queues,
     open_queue,
 )
@@ -74,6 +76,8 @@ __all__ = [
     "SubscriberDisconnectedError",
     "Subscription",
     "UnknownQueueError",
+    "Worker",
+    "WorkerStats",
     "fan_in",
     "fan_out",
     "list_queues",

@@ -42,16 +42,33 @@ from seawall.messaging.queue._model import (
 from seawall.messaging.queue._open import list_queues, open_queue
 from seawall.messaging.queue._queue import DeadLetters, Queue
 from seawall.messaging.queue._store import AsyncQueueStore, NackOutcome, QueueStore
+from seawall.messaging.queue._worker import (
+    HandlerFailed,
+    HeartbeatSent,
+    MessageHandled,
+    MessageReleased,
+    StoreCallFailed,
+    Worker,
+    WorkerStarted,
+    WorkerStats,
+    WorkerStopped,
+    current_message,
+    current_transaction,
+)
 
 __all__ = [
     "AsyncQueueStore",
     "DeadLetter",
     "DeadLetters",
     "Envelope",
+    "HandlerFailed",
+    "HeartbeatSent",
     "Message",
     "MessageDeadLettered",
     "MessageDeduplicated",
+    "MessageHandled",
     "MessageRedelivered",
+    "MessageReleased",
     "MessageTooLargeError",
     "NackOutcome",
     "OutgoingMessage",
@@ -63,8 +80,15 @@ __all__ = [
     "Receipt",
     "StaleReceiptError",
     "StaleReceiptRejected",
+    "StoreCallFailed",
     "StoredMessage",
     "UnknownQueueError",
+    "Worker",
+    "WorkerStarted",
+    "WorkerStats",
+    "WorkerStopped",
+    "current_message",
+    "current_transaction",
     "list_queues",
     "open_queue",
 ]
