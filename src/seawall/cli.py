@@ -29,7 +29,14 @@ def _mount_messaging() -> None:
     app.add_typer(queue_app, name="queue")
 
 
+def _mount_workflows() -> None:
+    from seawall.workflows.saga._cli import saga_app
+
+    app.add_typer(saga_app, name="saga")
+
+
 _mount_messaging()
+_mount_workflows()
 
 
 def _version_callback(value: bool) -> None:
