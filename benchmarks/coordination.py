@@ -14,9 +14,14 @@ release of the same lock. Three benches:
 * ``lock_pair_sqlite``: seawall on a WAL file next to two trivial write transactions,
   both at ``synchronous=FULL`` and at the lock's own modes (FULL for the grant, NORMAL
   for the release).
+* ``lock_pair_etcd``: seawall's etcd store (one round trip to acquire: a keepalive of an
+  idle lease and the transaction, sent at once; one transaction to release) next to its floors, through
+  the same gateway client: two range requests (the issue's limit), and two single-key
+  puts (two Raft writes, the least an acquire plus a release can commit).
 
-Unreachable engines are skipped with a note (``REDIS_URL``, ``POSTGRES_URL``); every key
-and table written is unique to the run and removed afterwards.
+Unreachable engines are skipped with a note (``REDIS_URL``, ``POSTGRES_URL``; ``ETCD_URL``,
+else a throwaway etcd is started on free loopback ports when the binary exists); every
+key and table written is unique to the run and removed afterwards.
 
     python benchmarks/coordination.py
     BENCH_SCALE=0.01 BENCH_REPS=1 python benchmarks/coordination.py   # smoke size
@@ -25,6 +30,7 @@ and table written is unique to the run and removed afterwards.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sqlite3
 import statistics
@@ -36,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from _harness import (
     REPS,
@@ -49,13 +56,16 @@ from _harness import (
     sync_timer,
 )
 from seawall.coordination import Lock
+from seawall.coordination.lock.etcd import EtcdLockStore
 from seawall.coordination.lock.postgres import PostgresLockStore
 from seawall.coordination.lock.redis import RedisLockStore
 from seawall.coordination.lock.sqlite import SqliteLockStore
 from seawall.engines import connect
+from seawall.engines.etcd import EtcdEngine, b64
 
 REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
 POSTGRES_URL = os.environ.get("POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+ETCD_URL = os.environ.get("ETCD_URL")
 RUN = uuid.uuid4().hex[:8]
 PREFIX = f"seawall-bench-lock-{RUN}"
 TABLE = f"seawall_bench_locks_{RUN}"
@@ -67,6 +77,7 @@ REDIS_OPS = 2_000
 PEER_OPS = 600
 POSTGRES_OPS = 400
 SQLITE_OPS = 600
+ETCD_OPS = 200
 NETWORK_REPS = 3 * REPS
 """Round trips are noisy on a shared machine: more, shorter, interleaved repetitions."""
 
@@ -342,6 +353,79 @@ def _sqlite_cases(folder: str, closers: Closers) -> list[Case]:
     ]
 
 
+# ---------------------------------------------------------------------- etcd
+
+
+def _etcd_cases(url: str, closers: Closers) -> list[Case]:
+    bench = "lock_pair_etcd"
+    engine = connect(url)
+    assert isinstance(engine, EtcdEngine)
+    prefix = f"{PREFIX}/etcd"
+    store = EtcdLockStore(engine, prefix=prefix)
+    closers.extend([lambda: engine.delete(prefix, prefix=True), store.close, engine.close])
+    lock = Lock("bench", ttl=TTL, store=store)
+    probe = b64(f"{prefix}/floor")
+    range_request = engine.request("/v3/kv/range", {"key": probe})
+    put_request = engine.request("/v3/kv/put", {"key": probe, "value": b64("x")})
+
+    def two_ranges() -> None:
+        engine.pipeline([range_request])
+        engine.pipeline([range_request])
+
+    def two_puts() -> None:
+        engine.pipeline([put_request])
+        engine.pipeline([put_request])
+
+    ops = ops_for(ETCD_OPS)
+    return [
+        Case(
+            bench,
+            "seawall",
+            sync_timer(_pair(lock)),
+            ops,
+            "with lock: keepalive and txn sent at once (one round trip), txn release",
+        ),
+        Case(
+            bench,
+            "floor: 2x range",
+            sync_timer(two_ranges),
+            ops,
+            "two linearizable range requests, same gateway client",
+        ),
+        Case(
+            bench,
+            "floor: 2 writes (put)",
+            sync_timer(two_puts),
+            ops,
+            "two single-key puts: two Raft commits, the least a lock pair can write",
+        ),
+    ]
+
+
+def _etcd_ping(url: str) -> None:
+    engine = EtcdEngine(url, timeout=2.0)
+    try:
+        engine.ping()
+    finally:
+        engine.close()
+
+
+def _etcd_url(stack: contextlib.ExitStack) -> str | None:
+    if ETCD_URL:
+        return ETCD_URL
+    from _etcd import etcd_binary, start_etcd
+
+    binary = etcd_binary()
+    if binary is None:
+        print("note: etcd is not installed and ETCD_URL is not set; lock_pair_etcd is skipped")
+        return None
+    try:
+        return stack.enter_context(start_etcd(binary))
+    except RuntimeError as exc:
+        print(f"note: the throwaway etcd did not start ({exc}); lock_pair_etcd is skipped")
+        return None
+
+
 # ---------------------------------------------------------------------- run
 
 
@@ -371,7 +455,7 @@ def _postgres_ping() -> None:
 
 
 def run() -> list[Result]:
-    """Measure every engine that answers: Redis (with peers), PostgreSQL, SQLite."""
+    """Measure every engine that answers: Redis (with peers), PostgreSQL, SQLite, etcd."""
     results: list[Result] = []
     closers: Closers = []
     try:
@@ -401,6 +485,15 @@ def run() -> list[Result]:
                 for close in reversed(closers):
                     close()
                 closers.clear()
+        with contextlib.ExitStack() as stack:
+            url = _etcd_url(stack)
+            if url is not None and _reachable(f"etcd at {url}", lambda: _etcd_ping(url)):
+                try:
+                    results.extend(measure(_etcd_cases(url, closers), reps=NETWORK_REPS))
+                finally:
+                    for close in reversed(closers):
+                        close()
+                    closers.clear()
     finally:
         for close in reversed(closers):
             close()
@@ -433,6 +526,7 @@ def targets(results: list[Result]) -> list[str]:
     for bench, floors in (
         ("lock_pair_postgres", ("floor: 2x SELECT 1", "floor: 2 writes, same commit modes")),
         ("lock_pair_sqlite", ("floor: 2 writes (FULL)", "floor: 2 writes, same modes")),
+        ("lock_pair_etcd", ("floor: 2x range", "floor: 2 writes (put)")),
     ):
         ours = _rate(results, bench, "seawall")
         if not ours:

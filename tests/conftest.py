@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from _engines import require_engine
+from _etcd import etcd_url  # noqa: F401
 from seawall.clock import ManualClock
 
 

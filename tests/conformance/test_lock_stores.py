@@ -1,9 +1,11 @@
-"""One contract, every lock store: memory, SQLite, PostgreSQL (table and advisory), Redis, Redlock.
+"""One contract, every lock store: memory, SQLite, PostgreSQL (table and advisory), Redis, Redlock, etcd.
 
 Every engine keeps its own time, so expiry tests use short TTLs and short, bounded
 real waits. Redlock runs on three throwaway ``redis-server`` processes on loopback
 ports, started once for this module when the binary exists (skipped otherwise) and
-stopped afterwards; the shared Redis server is never reconfigured. Every Redis key and
+stopped afterwards; the shared Redis server is never reconfigured. etcd runs as a private
+server for the session (``tests/_etcd.py``); its leases last whole seconds (at least one)
+and expire in a sweep every 500 ms, so its expiry waits are longer. Every Redis key and
 PostgreSQL table is unique to this run and removed afterwards.
 """
 
@@ -27,6 +29,7 @@ from typing import Any
 
 import pytest
 
+import seawall
 from _engines import REQUIRED, engine_url
 from seawall.coordination import (
     FenceGuard,
@@ -41,6 +44,7 @@ from seawall.coordination import (
     SqlFence,
     asql_fence,
 )
+from seawall.coordination.lock.etcd import EtcdLockStore
 from seawall.coordination.lock.postgres import (
     PostgresAdvisoryLockStore,
     PostgresLockStore,
@@ -48,12 +52,14 @@ from seawall.coordination.lock.postgres import (
 from seawall.coordination.lock.redis import RedisLockStore
 from seawall.coordination.lock.redlock import RedlockStore
 from seawall.coordination.lock.sqlite import SqliteLockStore
-from seawall.errors import EngineUnavailableError
+from seawall.engines.etcd import EtcdEngine, EtcdRequestError, b64
+from seawall.errors import ConfigurationError, EngineUnavailableError
 
 RUN = uuid.uuid4().hex[:10]
 TABLE = f"locks_{RUN}"
 FENCES = f"fences_{RUN}"
 REDIS_PREFIX = f"seawall-test:lock:{RUN}"
+ETCD_PREFIX = f"seawall-test/lock/{RUN}"
 TTL = 0.3
 """Short lease for expiry tests: waits stay well under a second."""
 MARGIN = 0.05
@@ -65,7 +71,10 @@ ENGINES = [
     pytest.param("postgres-advisory", marks=pytest.mark.engine("postgres")),
     pytest.param("redis", marks=pytest.mark.engine("redis")),
     pytest.param("redlock", marks=pytest.mark.engine("redis")),
+    pytest.param("etcd", marks=pytest.mark.engine("etcd")),
 ]
+ETCD_EXPIRY = 1.0 + 0.5 + 0.2
+"""An abandoned etcd lease: its whole-second TTL, the 500 ms sweep, and a margin."""
 
 
 # ---------------------------------------------------------------------- throwaway redis servers
@@ -153,6 +162,11 @@ class Rig:
         options.setdefault("poll_interval", 0.02)
         return Lock(name, store=self.store, **options)
 
+    @property
+    def expiry_wait(self) -> float:
+        """Seconds until an abandoned lease of ``TTL`` is surely gone on this engine."""
+        return ETCD_EXPIRY if self.kind == "etcd" else TTL + MARGIN
+
     def steal(self, name: str) -> None:
         """End the current lease behind its holder's back."""
         assert self.store.force_release(name)
@@ -170,6 +184,8 @@ def _make_store(kind: str, request: pytest.FixtureRequest, tmp_path: Path) -> Lo
         return PostgresAdvisoryLockStore(url, fences_table=FENCES)
     if kind == "redis":
         return RedisLockStore(request.getfixturevalue("redis_url"), prefix=REDIS_PREFIX)
+    if kind == "etcd":
+        return EtcdLockStore(request.getfixturevalue("etcd_url"), prefix=ETCD_PREFIX)
     assert kind == "redlock"
     return RedlockStore(request.getfixturevalue("redlock_urls"), prefix=REDIS_PREFIX)
 
@@ -180,6 +196,8 @@ def rig(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Rig]:
     try:
         yield Rig(request.param, store)
     finally:
+        if isinstance(store, EtcdLockStore):
+            store.engine.delete(ETCD_PREFIX, prefix=True)
         store.close()
 
 
@@ -189,6 +207,8 @@ async def arig(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[
     try:
         yield Rig(request.param, store)
     finally:
+        if isinstance(store, EtcdLockStore):
+            store.engine.delete(ETCD_PREFIX, prefix=True)
         await store.aclose()
 
 
@@ -292,7 +312,7 @@ def test_tokens_increase_after_an_abandoned_lease_expires(rig: Rig) -> None:
         pytest.skip("session-scoped leases end with their session, not by TTL")
     name = _name()
     first = rig.lock(name).acquire()
-    time.sleep(TTL + MARGIN)
+    time.sleep(rig.expiry_wait)
     assert rig.store.inspect(name) is None
     second = rig.lock(name).acquire(wait=0)
     assert second.fencing_token == first.fencing_token + 1
@@ -450,11 +470,15 @@ def _unreachable(kind: str, tmp_path: Path) -> tuple[LockStore, Any]:
         return PostgresAdvisoryLockStore(url, fences_table=FENCES), None
     if kind == "redis":
         return RedisLockStore(f"redis://127.0.0.1:{_free_port()}/0", prefix=REDIS_PREFIX), None
+    if kind == "etcd":
+        return EtcdLockStore(f"etcd://127.0.0.1:{_free_port()}", prefix=ETCD_PREFIX), None
     urls = [f"redis://127.0.0.1:{_free_port()}/0" for _ in range(3)]
     return RedlockStore(urls, prefix=REDIS_PREFIX), None
 
 
-@pytest.mark.parametrize("kind", ["sqlite", "postgres", "postgres-advisory", "redis", "redlock"])
+@pytest.mark.parametrize(
+    "kind", ["sqlite", "postgres", "postgres-advisory", "redis", "redlock", "etcd"]
+)
 def test_an_unreachable_engine_fails_acquire_after_the_wait(kind: str, tmp_path: Path) -> None:
     store, blocker = _unreachable(kind, tmp_path)
     lock = Lock(_name(), ttl=TTL, store=store, poll_interval=0.05)
@@ -682,3 +706,175 @@ def test_redlock_tokens_stay_monotonic_when_counters_diverge(redlock_urls: list[
     finally:
         for server in servers:
             server.close()
+
+
+# ---------------------------------------------------------------------- etcd specifics
+
+
+@pytest.fixture
+def etcd_store(etcd_url: str) -> Iterator[EtcdLockStore]:
+    store = EtcdLockStore(etcd_url, prefix=ETCD_PREFIX)
+    try:
+        yield store
+    finally:
+        store.engine.delete(ETCD_PREFIX, prefix=True)
+        store.close()
+
+
+def _lease_of(store: EtcdLockStore, name: str) -> int:
+    kvs = store.engine.call("/v3/kv/range", {"key": b64(store.keys(name)[0])}).get("kvs")
+    assert kvs, f"{name} is not held"
+    return int(kvs[0]["lease"])
+
+
+def _time_to_live(store: EtcdLockStore, lease_id: int) -> int:
+    reply = store.engine.call("/v3/lease/timetolive", {"ID": str(lease_id)})
+    return int(reply.get("TTL", 0))
+
+
+def test_etcd_reuses_an_idle_lease_instead_of_granting_one(etcd_store: EtcdLockStore) -> None:
+    name = _name()
+    first = etcd_store.acquire(name, "owner-1", 5.0)
+    lease = _lease_of(etcd_store, name)
+    assert etcd_store.release(name, "owner-1")
+    second = etcd_store.acquire(name, "owner-2", 5.0)
+    assert second.fencing_token == first.fencing_token + 1
+    assert _lease_of(etcd_store, name) == lease  # kept alive and reused, not granted anew
+    assert 4 <= _time_to_live(etcd_store, lease) <= 5
+    assert etcd_store.release(name, "owner-2")
+
+
+def test_etcd_replaces_an_idle_lease_that_ran_out(etcd_store: EtcdLockStore) -> None:
+    name = _name()
+    first = etcd_store.acquire(name, "owner-1", 5.0)
+    lease = _lease_of(etcd_store, name)
+    assert etcd_store.release(name, "owner-1")
+    etcd_store.engine.call("/v3/lease/revoke", {"ID": str(lease)})  # gone behind its back
+    second = etcd_store.acquire(name, "owner-2", 5.0)
+    assert second.fencing_token == first.fencing_token + 1
+    assert _lease_of(etcd_store, name) != lease
+    assert etcd_store.release(name, "owner-2")
+
+
+def test_etcd_extend_to_a_longer_ttl_moves_the_holding_to_a_longer_lease(
+    etcd_store: EtcdLockStore,
+) -> None:
+    name = _name()
+    token = etcd_store.acquire(name, "owner", 1.0).fencing_token
+    short = _lease_of(etcd_store, name)
+    assert etcd_store.extend(name, "owner", 8.0)
+    longer = _lease_of(etcd_store, name)
+    assert longer != short
+    assert _time_to_live(etcd_store, longer) >= 7
+    assert _time_to_live(etcd_store, short) == -1  # revoked: nothing was left on it
+    info = etcd_store.inspect(name)
+    assert info is not None
+    assert (info.owner, info.fencing_token) == ("owner", token)  # same holding, same token
+    assert etcd_store.release(name, "owner")
+
+
+def test_etcd_another_store_can_extend_and_release_by_owner_token(
+    etcd_store: EtcdLockStore, etcd_url: str
+) -> None:
+    name = _name()
+    etcd_store.acquire(name, "owner", 5.0)
+    other = EtcdLockStore(etcd_url, prefix=ETCD_PREFIX)
+    try:
+        assert other.extend(name, "owner", 5.0)
+        assert not other.extend(name, "someone-else", 5.0)
+        assert other.release(name, "owner")
+        assert not etcd_store.extend(name, "owner", 5.0)
+        assert not etcd_store.release(name, "owner")
+    finally:
+        other.close()
+
+
+def test_etcd_a_force_released_holder_cannot_extend_on_its_live_lease(
+    etcd_store: EtcdLockStore,
+) -> None:
+    name = _name()
+    etcd_store.acquire(name, "owner", 5.0)
+    lease = _lease_of(etcd_store, name)
+    assert etcd_store.force_release(name)
+    assert _time_to_live(etcd_store, lease) > 0  # the lease lives on, the holding does not
+    assert not etcd_store.extend(name, "owner", 5.0)
+    assert not etcd_store.force_release(name)
+
+
+async def test_etcd_async_round_trips_and_fanout(etcd_url: str) -> None:
+    store = EtcdLockStore(etcd_url, prefix=ETCD_PREFIX)
+    name = _name()
+    try:
+        tokens = []
+        for index in range(3):  # the second and third reuse the idle lease (a fanout)
+            reply = await store.aacquire(name, f"owner-{index}", 5.0)
+            tokens.append(reply.fencing_token)
+            assert await store.aextend(name, f"owner-{index}", 5.0)
+            assert await store.arelease(name, f"owner-{index}")
+        assert tokens == [tokens[0], tokens[0] + 1, tokens[0] + 2]
+        replies = await store.engine.afanout(
+            [
+                store.engine.request("/v3/kv/range", {"key": b64("a")}),
+                store.engine.request("/v3/lease/revoke", {"ID": "1"}),
+            ]
+        )
+        assert isinstance(replies[0], dict)
+        assert isinstance(replies[1], EtcdRequestError)
+        assert replies[1].code == 5
+    finally:
+        await store.engine.aclose()
+        store.engine.delete(ETCD_PREFIX, prefix=True)
+        await store.aclose()
+
+
+def test_etcd_engine_reports_refusals_and_outages(etcd_url: str) -> None:
+    engine = EtcdEngine(etcd_url)
+    try:
+        engine.ping()
+        with pytest.raises(EtcdRequestError) as refused:
+            engine.call("/v3/lease/revoke", {"ID": "1"})
+        assert refused.value.code == 5
+        assert "lease not found" in str(refused.value)
+        key = f"{ETCD_PREFIX}/plain"
+        assert engine.put(key, "value") > 0
+        assert engine.get(key) == b"value"
+        assert engine.delete(key) == 1
+        assert engine.get(key) is None
+    finally:
+        engine.close()
+    dead = EtcdEngine(f"etcd://127.0.0.1:{_free_port()}", timeout=0.5)
+    with pytest.raises(EngineUnavailableError, match="unreachable"):
+        dead.ping()
+
+
+def test_etcd_engine_fails_over_to_the_next_endpoint(etcd_url: str) -> None:
+    live = etcd_url.removeprefix("etcd://")
+    engine = seawall.connect(f"etcd://127.0.0.1:{_free_port()},{live}")
+    assert isinstance(engine, EtcdEngine)
+    try:
+        engine.ping()
+    finally:
+        engine.close()
+
+
+@pytest.mark.parametrize(
+    ("url", "fragment"),
+    [
+        ("etcd://user:secret@127.0.0.1:2379", "authentication is not supported"),
+        ("etcd://127.0.0.1:port", "bad port"),
+        ("etcd://127.0.0.1:2379?timeout=soon", "timeout must be seconds"),
+        ("etcd://127.0.0.1:2379?timeout=0", "timeout must be seconds > 0"),
+    ],
+)
+def test_etcd_engine_refuses_bad_urls(url: str, fragment: str) -> None:
+    with pytest.raises(ConfigurationError, match=fragment):
+        seawall.connect(url)
+
+
+def test_etcd_store_refuses_a_bad_ttl_or_engine() -> None:
+    store = EtcdLockStore("etcd://127.0.0.1:1", prefix=ETCD_PREFIX)
+    with pytest.raises(ConfigurationError, match="ttl"):
+        store.acquire("x", "owner", 0)
+    with pytest.raises(ConfigurationError, match="etcd"):
+        EtcdLockStore("redis://127.0.0.1:6379/0")
+    store.close()

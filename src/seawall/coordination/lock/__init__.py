@@ -1,4 +1,4 @@
-"""Distributed locks with fencing tokens, on memory, SQLite, PostgreSQL, Redis and Redlock.
+"""Distributed locks with fencing tokens, on memory, SQLite, PostgreSQL, Redis, Redlock and etcd.
 
 ::
 
@@ -15,8 +15,9 @@ Engines: :class:`~seawall.coordination.lock.memory.MemoryLockStore`,
 :class:`~seawall.coordination.lock.sqlite.SqliteLockStore`,
 :class:`~seawall.coordination.lock.postgres.PostgresLockStore` (and the session-scoped
 :class:`~seawall.coordination.lock.postgres.PostgresAdvisoryLockStore`),
-:class:`~seawall.coordination.lock.redis.RedisLockStore` and
-:class:`~seawall.coordination.lock.redlock.RedlockStore`. Engine modules are imported on
+:class:`~seawall.coordination.lock.redis.RedisLockStore`,
+:class:`~seawall.coordination.lock.redlock.RedlockStore` and
+:class:`~seawall.coordination.lock.etcd.EtcdLockStore`. Engine modules are imported on
 use, so their drivers are only needed when chosen.
 """
 
@@ -45,6 +46,7 @@ from seawall.coordination.lock._store import Acquisition, LeaseInfo, LockStore, 
 from seawall.coordination.lock.memory import MemoryLockStore
 
 if TYPE_CHECKING:
+    from seawall.coordination.lock.etcd import EtcdLockStore
     from seawall.coordination.lock.postgres import PostgresAdvisoryLockStore, PostgresLockStore
     from seawall.coordination.lock.redis import RedisLockStore
     from seawall.coordination.lock.redlock import RedlockStore
@@ -53,6 +55,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AcquireSchedule",
     "Acquisition",
+    "EtcdLockStore",
     "FenceGuard",
     "FencingError",
     "Lease",
@@ -81,6 +84,7 @@ __all__ = [
 ]
 
 _LAZY = {
+    "EtcdLockStore": "seawall.coordination.lock.etcd",
     "PostgresAdvisoryLockStore": "seawall.coordination.lock.postgres",
     "PostgresLockStore": "seawall.coordination.lock.postgres",
     "RedisLockStore": "seawall.coordination.lock.redis",

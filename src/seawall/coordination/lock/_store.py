@@ -138,7 +138,7 @@ def open_lock_store(store: str | Engine | LockStore | None) -> tuple[LockStore, 
     """The lock store ``store`` names, and whether the caller opened it (and must close it).
 
     ``None`` is the process-wide memory store; a URL or an :class:`~seawall.engines.Engine`
-    picks the store of that engine (``memory``, ``sqlite``, ``redis`` or ``postgres``);
+    picks the store of that engine (``memory``, ``sqlite``, ``redis``, ``postgres`` or ``etcd``);
     a :class:`LockStore` (such as a :class:`~seawall.coordination.RedlockStore`) is used as is.
     """
     if store is None:
@@ -180,9 +180,14 @@ def store_for_engine(engine: Engine, *, owns_engine: bool = False) -> LockStore:
         from seawall.engines.sqlite import SqliteEngine
 
         return SqliteLockStore(cast(SqliteEngine, engine), owns_engine=owns_engine)
+    if engine.kind == "etcd":
+        from seawall.coordination.lock.etcd import EtcdLockStore
+        from seawall.engines.etcd import EtcdEngine
+
+        return EtcdLockStore(cast(EtcdEngine, engine), owns_engine=owns_engine)
     raise UnsupportedEngineError(
         f"locks have no store for the {engine.kind!r} engine ({engine!r}); "
-        "use memory://, sqlite:///..., redis://... or postgresql://..., "
+        "use memory://, sqlite:///..., redis://..., postgresql://... or etcd://..., "
         "or pass a LockStore such as RedlockStore"
     )
 
