@@ -26,7 +26,9 @@ compare ratios within one run. Batches (``send_many`` and ``receive`` of 100 or
 
 from __future__ import annotations
 
+import asyncio
 import gc
+import logging
 import os
 import shutil
 import sqlite3
@@ -38,6 +40,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -325,16 +328,488 @@ def _batches(root: str) -> list[Result]:
     return results
 
 
-def run() -> list[Result]:
-    """Every SQLite queue benchmark; each library on fresh files, repetitions interleaved."""
-    root = tempfile.mkdtemp(prefix="seawall-queue-bench-", dir=os.environ.get("BENCH_TMPDIR"))
+# -- PostgreSQL and Redis ------------------------------------------------------------------
+#
+# Same work as the SQLite part, on the servers: ENGINE_MESSAGES messages of 100 bytes.
+# PostgreSQL follows /work/shared/peer-benchmarks/bench_pg_queue.py: procrastinate and
+# pgqueuer with their defaults, each worker timed from its start until its last
+# completion was written; a raw psycopg floor (one autocommit INSERT per send; claim
+# UPDATE..SKIP LOCKED + done UPDATE per message). Everything runs in one scratch
+# database (created and dropped here), on one asyncio loop, repetitions interleaved.
+# Redis: seawall beside the single-client PING rate, the limit of one round trip.
+
+ENGINE_MESSAGES = ops_for(5000)
+POSTGRES_URL = os.environ.get(
+    "SEAWALL_BENCH_POSTGRES_URL",
+    os.environ.get("SEAWALL_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"),
+)
+REDIS_URL = os.environ.get(
+    "SEAWALL_BENCH_REDIS_URL",
+    os.environ.get("SEAWALL_TEST_REDIS_URL", "redis://127.0.0.1:6379/0"),
+)
+_WORKERS = (1, 4)
+
+
+def _wanted(lib: str) -> bool:
+    wanted = {name.strip() for name in os.environ.get("BENCH_LIBS", "").split(",") if name.strip()}
+    return not wanted or any(lib.startswith(prefix) for prefix in wanted)
+
+
+def _engines_wanted(engine: str) -> bool:
+    chosen = os.environ.get("BENCH_QUEUE_ENGINES", "sqlite,postgres,redis")
+    return engine in {name.strip() for name in chosen.split(",")}
+
+
+class _ScratchDatabase:
+    """A database of our own on the PostgreSQL server for one run, dropped at the end."""
+
+    def __init__(self, url: str) -> None:
+        import psycopg
+
+        self.name = f"seawall_bench_{os.getpid()}_{int(time.time())}"
+        self._admin = psycopg.connect(url, autocommit=True, connect_timeout=3)
+        self._admin.execute(f'CREATE DATABASE "{self.name}"')
+        self.url = urlunsplit(urlsplit(url)._replace(path=f"/{self.name}"))
+        self.server = {
+            setting: self._admin.execute(f"SHOW {setting}").fetchall()[0][0]
+            for setting in ("server_version", "fsync", "synchronous_commit")
+        }
+
+    def close(self) -> None:
+        self._admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = %s AND pid <> pg_backend_pid()",
+            (self.name,),
+        )
+        self._admin.execute(f'DROP DATABASE IF EXISTS "{self.name}"')
+        self._admin.close()
+
+
+class _Timings:
+    """Per-library samples (ns per message) of one benchmark."""
+
+    def __init__(self) -> None:
+        self.samples: dict[str, list[float]] = {}
+        self.configs: dict[str, str] = {}
+
+    def add(self, lib: str, seconds: float, count: int, config: str) -> None:
+        self.samples.setdefault(lib, []).append(seconds * 1e9 / count)
+        self.configs[lib] = config
+
+    def results(self, bench: str) -> list[Result]:
+        return [
+            _result(bench, lib, samples, ENGINE_MESSAGES, self.configs[lib])
+            for lib, samples in self.samples.items()
+        ]
+
+
+async def _seawall_consume(queue: Any, workers: int, batch: int) -> int:
+    """``workers`` asyncio tasks receive ``batch`` at a time and acknowledge, until empty."""
+
+    async def worker() -> int:
+        count = 0
+        while True:
+            messages = await queue.areceive(batch)
+            if not messages:
+                return count
+            if batch == 1:
+                await messages[0].aack()
+            else:
+                await queue.aack_many(messages)
+            count += len(messages)
+
+    return sum(await asyncio.gather(*(worker() for _ in range(workers))))
+
+
+class _PostgresPeers:
+    """procrastinate, pgqueuer and the raw floor, set up as the peer benchmark does."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.completed = 0
+        self.last_completion = 0.0
+
+    def _complete(self, count: int) -> None:
+        self.completed += count
+        if self.completed >= ENGINE_MESSAGES and not self.last_completion:
+            self.last_completion = time.perf_counter()
+
+    async def open(self) -> None:
+        import psycopg
+
+        self.admin = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
+        await self.admin.execute(
+            "CREATE TABLE bench_floor_jobs (id bigserial PRIMARY KEY, "
+            "status text NOT NULL DEFAULT 'todo', payload text)"
+        )
+        await self.admin.execute(
+            "CREATE INDEX bench_floor_todo ON bench_floor_jobs (id) WHERE status = 'todo'"
+        )
+        self.pgqueuer = _wanted("pgqueuer") and _importable("pgqueuer")
+        self.procrastinate = _wanted("procrastinate") and _importable("procrastinate")
+        if self.pgqueuer:
+            from pgqueuer import PsycopgDriver, Queries
+
+            self._pgq_conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
+            self.pgq = Queries(PsycopgDriver(self._pgq_conn))
+            await self.pgq.install()
+            settings = self.pgq.qbe.settings
+            self.pgq_tables = ", ".join(
+                [settings.queue_table, settings.queue_table_log, settings.statistics_table]
+            )
+        if self.procrastinate:
+            import procrastinate
+
+            self.app = procrastinate.App(
+                connector=procrastinate.PsycopgConnector(conninfo=self.url)
+            )
+            ran = self
+
+            @self.app.task(name="bench_noop", queue="bench")
+            async def noop(payload: str) -> None:
+                del payload
+
+            self.noop = noop
+            manager = self.app.job_manager
+            finish = manager.finish_job
+
+            async def finish_job(*args: Any, **kwargs: Any) -> Any:
+                outcome = await finish(*args, **kwargs)
+                ran._complete(1)
+                return outcome
+
+            manager.finish_job = finish_job  # type: ignore[method-assign]
+            self._app_context = self.app.open_async()
+            await self._app_context.__aenter__()
+            await self.app.schema_manager.apply_schema_async()
+
+    async def close(self) -> None:
+        if self.procrastinate:
+            await self._app_context.__aexit__(None, None, None)
+        if self.pgqueuer:
+            await self._pgq_conn.close()
+        await self.admin.close()
+
+    # sends, one message per call
+
+    async def floor_send(self) -> None:
+        await self.admin.execute("TRUNCATE bench_floor_jobs")
+        for _ in range(ENGINE_MESSAGES):
+            await self.admin.execute(
+                "INSERT INTO bench_floor_jobs (payload) VALUES (%s)", (PAYLOAD_TEXT,)
+            )
+
+    async def floor_consume(self) -> int:
+        count = 0
+        while True:
+            cursor = await self.admin.execute(
+                "UPDATE bench_floor_jobs SET status = 'doing' WHERE id = ("
+                "SELECT id FROM bench_floor_jobs WHERE status = 'todo' ORDER BY id "
+                "FOR UPDATE SKIP LOCKED LIMIT 1) RETURNING id, payload"
+            )
+            row = await cursor.fetchone()
+            if row is None:
+                return count
+            await self.admin.execute(
+                "UPDATE bench_floor_jobs SET status = 'done' WHERE id = %s", (row[0],)
+            )
+            count += 1
+
+    async def pgqueuer_send(self) -> None:
+        await self.admin.execute(f"TRUNCATE {self.pgq_tables}")
+        payload = PAYLOAD_BYTES
+        for _ in range(ENGINE_MESSAGES):
+            await self.pgq.enqueue("bench_noop", payload)
+
+    async def procrastinate_send(self) -> None:
+        await self.admin.execute("TRUNCATE procrastinate_jobs CASCADE")
+        for _ in range(ENGINE_MESSAGES):
+            await self.noop.defer_async(payload=PAYLOAD_TEXT)
+
+    # receive + complete with W workers
+
+    async def pgqueuer_consume(self, workers: int) -> float:
+        import psycopg
+        from pgqueuer import PsycopgDriver, Queries, QueueManager
+        from pgqueuer.types import QueueExecutionMode
+
+        await self.admin.execute(f"TRUNCATE {self.pgq_tables}")
+        for start in range(0, ENGINE_MESSAGES, 1000):
+            size = min(1000, ENGINE_MESSAGES - start)
+            await self.pgq.enqueue(["bench_noop"] * size, [PAYLOAD_BYTES] * size, [0] * size)
+        managers = []
+        for _ in range(workers):
+            conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
+            queries = Queries(PsycopgDriver(conn))
+            log_jobs = queries.log_jobs
+
+            async def observed(job_status: Any, *args: Any, _log: Any = log_jobs) -> Any:
+                outcome = await _log(job_status, *args)
+                self._complete(sum(1 for _, status, _ in job_status if status == "successful"))
+                return outcome
+
+            queries.log_jobs = observed  # type: ignore[method-assign]
+            manager = QueueManager(queries)
+
+            @manager.entrypoint("bench_noop")
+            async def noop(job: Any) -> None:
+                del job
+
+            managers.append((manager, conn))
+        self.completed, self.last_completion = 0, 0.0
+        gc.collect()
+        started = time.perf_counter()
+        await asyncio.gather(
+            *(manager.run(mode=QueueExecutionMode.drain) for manager, _ in managers)
+        )
+        for _, conn in managers:
+            await conn.close()
+        if self.completed != ENGINE_MESSAGES or not self.last_completion:
+            raise AssertionError(f"pgqueuer: completed {self.completed} of {ENGINE_MESSAGES}")
+        return self.last_completion - started
+
+    async def procrastinate_consume(self, workers: int) -> float:
+        await self.admin.execute("TRUNCATE procrastinate_jobs CASCADE")
+        for start in range(0, ENGINE_MESSAGES, 1000):
+            size = min(1000, ENGINE_MESSAGES - start)
+            await self.noop.batch_defer_async(*({"payload": PAYLOAD_TEXT} for _ in range(size)))
+        self.completed, self.last_completion = 0, 0.0
+        gc.collect()
+        started = time.perf_counter()
+        await self.app.run_worker_async(
+            queues=["bench"], wait=False, concurrency=workers, install_signal_handlers=False
+        )
+        if self.completed != ENGINE_MESSAGES or not self.last_completion:
+            raise AssertionError(f"procrastinate: completed {self.completed} of {ENGINE_MESSAGES}")
+        return self.last_completion - started
+
+
+def _importable(module: str) -> bool:
     try:
-        results = _one_at_a_time(root)
-        if not os.environ.get("BENCH_LIBS") or "seawall" in os.environ.get("BENCH_LIBS", ""):
-            results.extend(_batches(root))
-        return results
+        __import__(module)
+    except ImportError:
+        print(f"skipping {module}: not installed", file=sys.stderr)
+        return False
+    return True
+
+
+async def _postgres_run(url: str, server: dict[str, str]) -> list[Result]:
+    import seawall
+
+    durability = f"fsync={server['fsync']}, synchronous_commit={server['synchronous_commit']}"
+    peers = _PostgresPeers(url)
+    await peers.open()
+    engine: Any = seawall.connect(url, max_size=12)
+    relaxed = engine.queue(f"bench-{os.getpid()}")
+    durable = engine.queue(f"bench-durable-{os.getpid()}", durable_acks=True)
+    sends, consumes = _Timings(), {workers: _Timings() for workers in _WORKERS}
+    ours = "receive+ack commit with synchronous_commit=off (a server crash redelivers)"
+    try:
+        await relaxed.asend_many([PAYLOAD_TEXT] * 40)  # warm the pools and prepared plans
+        await _seawall_consume(relaxed, 4, 10)
+        for _ in range(REPS):
+            for lib, asynchronous in (("seawall", False), ("seawall (asend)", True)):
+                if not _wanted("seawall"):
+                    break
+                gc.collect()
+                started = time.perf_counter()
+                if asynchronous:
+                    for _ in range(ENGINE_MESSAGES):
+                        await relaxed.asend(PAYLOAD_TEXT)
+                else:
+                    for _ in range(ENGINE_MESSAGES):
+                        relaxed.send(PAYLOAD_TEXT)
+                sends.add(
+                    lib,
+                    time.perf_counter() - started,
+                    ENGINE_MESSAGES,
+                    f"INSERT + pg_notify, one autocommit statement; {durability}",
+                )
+                await relaxed.apurge()
+            for lib, step, config in (
+                ("raw psycopg floor", peers.floor_send, "autocommit INSERT per message"),
+                ("pgqueuer", peers.pgqueuer_send if peers.pgqueuer else None, "Queries.enqueue"),
+                (
+                    "procrastinate",
+                    peers.procrastinate_send if peers.procrastinate else None,
+                    "task.defer_async",
+                ),
+            ):
+                if step is None or (lib != "raw psycopg floor" and not _wanted(lib)):
+                    continue
+                gc.collect()
+                started = time.perf_counter()
+                await step()
+                sends.add(lib, time.perf_counter() - started, ENGINE_MESSAGES, config)
+            # receive + ack
+            for workers in _WORKERS:
+                timings = consumes[workers]
+                if _wanted("seawall"):
+                    for lib, queue, batch, config in (
+                        ("seawall", relaxed, 10, f"areceive(10) + aack_many; {ours}"),
+                        ("seawall (one at a time)", relaxed, 1, f"areceive() + aack(); {ours}"),
+                        (
+                            "seawall (durable_acks)",
+                            durable,
+                            10,
+                            "areceive(10) + aack_many, every commit waits for the WAL flush",
+                        ),
+                    ):
+                        await queue.asend_many([PAYLOAD_TEXT] * ENGINE_MESSAGES)
+                        gc.collect()
+                        started = time.perf_counter()
+                        count = await _seawall_consume(queue, workers, batch)
+                        elapsed = time.perf_counter() - started
+                        if count != ENGINE_MESSAGES:
+                            raise AssertionError(f"{lib}: {count} of {ENGINE_MESSAGES}")
+                        timings.add(lib, elapsed, count, f"{workers} asyncio task(s), {config}")
+                if workers == 1:
+                    await peers.floor_send()
+                    gc.collect()
+                    started = time.perf_counter()
+                    count = await peers.floor_consume()
+                    timings.add(
+                        "raw psycopg floor",
+                        time.perf_counter() - started,
+                        count,
+                        "claim UPDATE..SKIP LOCKED + done UPDATE, 2 durable commits per message",
+                    )
+                if peers.pgqueuer:
+                    elapsed = await peers.pgqueuer_consume(workers)
+                    timings.add(
+                        "pgqueuer",
+                        elapsed,
+                        ENGINE_MESSAGES,
+                        f"{workers} QueueManager(s), drain, batch_size=10, buffered completions",
+                    )
+                if peers.procrastinate:
+                    elapsed = await peers.procrastinate_consume(workers)
+                    timings.add(
+                        "procrastinate",
+                        elapsed,
+                        ENGINE_MESSAGES,
+                        f"run_worker_async(concurrency={workers}), completion = UPDATE",
+                    )
     finally:
-        shutil.rmtree(root, ignore_errors=True)
+        for queue in (relaxed, durable):
+            await queue.apurge()
+            await queue.aclose()
+        await engine.aclose()
+        await peers.close()
+    results = sends.results("postgres_send")
+    for workers in _WORKERS:
+        results += consumes[workers].results(f"postgres_receive_ack_{workers}")
+    return results
+
+
+def _postgres() -> list[Result]:
+    """The PostgreSQL rows, or none (with a note) when the server does not answer."""
+    try:
+        scratch = _ScratchDatabase(POSTGRES_URL)
+    except Exception as exc:  # any failure to reach or set up the server: skip the section
+        print(f"skipping PostgreSQL benchmarks: {POSTGRES_URL} unavailable ({exc})")
+        return []
+    try:
+        logging.getLogger("procrastinate").setLevel(logging.ERROR)
+        logging.getLogger("pgqueuer").setLevel(logging.ERROR)
+        return asyncio.run(_postgres_run(scratch.url, scratch.server))
+    finally:
+        scratch.close()
+
+
+def _redis() -> list[Result]:
+    """seawall on Redis beside the single-client PING rate (one round trip per call)."""
+    import seawall
+
+    try:
+        engine: Any = seawall.connect(REDIS_URL)
+        engine.client.ping()
+    except Exception as exc:  # any failure to reach the server: skip the section
+        print(f"skipping Redis benchmarks: {REDIS_URL} unavailable ({exc})")
+        return []
+    from seawall.messaging.queue.redis import REGISTRY_KEY, queue_keys_pattern
+
+    name = f"bench-{os.getpid()}-{int(time.time())}"
+    queue = engine.queue(name)
+    client = engine.client
+    sends, consumes = _Timings(), _Timings()
+    try:
+        for _ in range(REPS):
+            gc.collect()
+            started = time.perf_counter()
+            for _ in range(ENGINE_MESSAGES):
+                queue.send(PAYLOAD_TEXT)
+            sends.add("seawall", time.perf_counter() - started, ENGINE_MESSAGES, "one EVALSHA")
+            gc.collect()
+            started = time.perf_counter()
+            while messages := queue.receive():
+                messages[0].ack()
+            consumes.add(
+                "seawall",
+                time.perf_counter() - started,
+                ENGINE_MESSAGES,
+                "receive() + ack(): two EVALSHA per message",
+            )
+            queue.send_many([PAYLOAD_TEXT] * ENGINE_MESSAGES)
+            gc.collect()
+            started = time.perf_counter()
+            while messages := queue.receive(10):
+                queue.ack_many(messages)
+            consumes.add(
+                "seawall (batch 10)",
+                time.perf_counter() - started,
+                ENGINE_MESSAGES,
+                "receive(10) + ack_many: two EVALSHA per 10 messages",
+            )
+            ping = client.ping
+            gc.collect()
+            started = time.perf_counter()
+            for _ in range(ENGINE_MESSAGES):
+                ping()
+            elapsed = time.perf_counter() - started
+            sends.add("redis-py PING", elapsed, ENGINE_MESSAGES, "floor: one round trip")
+            gc.collect()
+            started = time.perf_counter()
+            for _ in range(ENGINE_MESSAGES):
+                ping()
+                ping()
+            consumes.add(
+                "redis-py PING x2",
+                time.perf_counter() - started,
+                ENGINE_MESSAGES,
+                "floor: two round trips per message",
+            )
+    finally:
+        queue.purge()
+        queue.dead_letters.purge()
+        queue.close()
+        keys = list(client.scan_iter(match=queue_keys_pattern(name), count=1000))
+        if keys:
+            client.delete(*keys)
+        client.srem(REGISTRY_KEY, name)
+        engine.close()
+    return sends.results("redis_send") + consumes.results("redis_receive_ack")
+
+
+def run() -> list[Result]:
+    """Every queue benchmark: SQLite (fresh files), then PostgreSQL and Redis when reachable.
+
+    ``BENCH_QUEUE_ENGINES=sqlite,postgres,redis`` (the default) chooses the sections.
+    """
+    results: list[Result] = []
+    if _engines_wanted("sqlite"):
+        root = tempfile.mkdtemp(prefix="seawall-queue-bench-", dir=os.environ.get("BENCH_TMPDIR"))
+        try:
+            results += _one_at_a_time(root)
+            if not os.environ.get("BENCH_LIBS") or "seawall" in os.environ.get("BENCH_LIBS", ""):
+                results.extend(_batches(root))
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+    if _engines_wanted("postgres"):
+        results += _postgres()
+    if _engines_wanted("redis") and _wanted("seawall"):
+        results += _redis()
+    return results
 
 
 TARGETS = [
@@ -369,8 +844,40 @@ TARGETS = [
     ),
 ]
 
+TARGETS += [
+    (
+        f"postgres_receive_ack_{workers}",
+        "seawall",
+        ("pgqueuer",),
+        2.0,
+        f"PostgreSQL receive+ack >= 2x pgqueuer, {workers} worker(s), batches of 10 both",
+    )
+    for workers in _WORKERS
+]
+
 CONTEXT = [
     # (bench, ours, reference, what the ratio shows): printed, no target
+    *(
+        (
+            f"postgres_receive_ack_{workers}",
+            ours,
+            "pgqueuer",
+            f"PostgreSQL receive+ack, {workers} worker(s), {meaning}",
+        )
+        for workers in _WORKERS
+        for ours, meaning in (
+            ("seawall (durable_acks)", "acks wait for the WAL flush like pgqueuer's"),
+            ("seawall (one at a time)", "two commits per message vs pgqueuer's batches"),
+        )
+    ),
+    ("postgres_send", "seawall", "pgqueuer", "PostgreSQL send, one per call"),
+    ("redis_send", "seawall", "redis-py PING", "Redis send vs the one-round-trip floor"),
+    (
+        "redis_receive_ack",
+        "seawall",
+        "redis-py PING x2",
+        "Redis receive+ack vs the two-round-trip floor",
+    ),
     (
         "sqlite_produce",
         "seawall (synchronous=FULL)",
@@ -429,7 +936,7 @@ def check_targets(results: list[Result]) -> list[tuple[str, str, str]]:
 
 def main() -> int:
     results = run()
-    print_table("seawall messaging: durable SQLite queue (per message)", results)
+    print_table("seawall messaging: durable queues (per message)", results)
     dump_json(results)
 
     from rich.console import Console

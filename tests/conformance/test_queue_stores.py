@@ -2,9 +2,15 @@
 
 Each test goes through the public :class:`~seawall.messaging.queue.Queue` (so the
 facade and the engine's ``QueueStore`` are checked together) with a manual clock:
-no test sleeps. To add an engine, add one ``pytest.param`` to ``ENGINES`` below
-(for example PostgreSQL with ``marks=pytest.mark.engine("postgres")`` and a
-``connect`` that calls ``_engines.require_engine("postgres")``).
+no test sleeps. To add an engine, add one ``pytest.param`` to ``ENGINES`` below.
+
+PostgreSQL and Redis run the same tests on the real servers with the manual clock
+injected (their stores then take every timestamp from ``clock.now()`` instead of
+``clock_timestamp()`` / ``TIME``); the server-clock paths, LISTEN/NOTIFY and
+``XREAD BLOCK`` wake-ups and reconnects are covered with short real waits in
+``tests/integration/test_queue_postgres.py`` and ``test_queue_redis.py``. PostgreSQL
+tables live in a schema of this module (``search_path`` in the URL), dropped at the
+end; Redis keys of every queue are deleted after each test.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import subprocess
 import sys
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +29,7 @@ from typing import Any
 import pytest
 
 import seawall
+from _engines import require_engine
 from seawall.clock import ManualClock
 from seawall.engines import Engine
 from seawall.messaging.queue import (
@@ -46,10 +53,56 @@ class EngineUnderTest:
     """A URL other processes can open (engines shared across processes only)."""
     transactions: bool = False
     """Whether send/ack can join a caller's ``engine.transaction()``."""
+    no_transactions: str = "it has no transactions"
+    """Why ``transaction=`` is refused, for the skip reason."""
+    forget: Callable[[Engine, str], None] | None = None
+    """Removes everything a queue left on the engine (servers outlive the test)."""
 
 
 def _sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'queue.db'}"
+
+
+_POSTGRES_SCHEMA = f"seawall_queue_test_{uuid.uuid4().hex[:10]}"
+_postgres_schemas: list[str] = []
+
+
+def _postgres_url(tmp_path: Path) -> str:
+    """The test server's URL with this module's schema first on the search_path."""
+    base = require_engine("postgres")
+    if not _postgres_schemas:
+        import psycopg
+
+        with psycopg.connect(base, autocommit=True) as conn:
+            conn.execute(f"CREATE SCHEMA IF NOT EXISTS {_POSTGRES_SCHEMA}")
+        _postgres_schemas.append(base)
+    separator = "&" if "?" in base else "?"
+    return f"{base}{separator}options=-csearch_path%3D{_POSTGRES_SCHEMA}"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _drop_postgres_schema() -> Iterator[None]:
+    yield
+    if _postgres_schemas:
+        import psycopg
+
+        with psycopg.connect(_postgres_schemas[0], autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {_POSTGRES_SCHEMA} CASCADE")
+        _postgres_schemas.clear()
+
+
+def _redis_url(tmp_path: Path) -> str:
+    return require_engine("redis")
+
+
+def _forget_redis_queue(engine: Engine, name: str) -> None:
+    from seawall.messaging.queue.redis import REGISTRY_KEY, queue_keys_pattern
+
+    client: Any = engine.client  # type: ignore[attr-defined]
+    keys = list(client.scan_iter(match=queue_keys_pattern(name), count=1000))
+    if keys:
+        client.delete(*keys)
+    client.srem(REGISTRY_KEY, name)
 
 
 ENGINES = [
@@ -65,6 +118,30 @@ ENGINES = [
         ),
         id="sqlite",
     ),
+    pytest.param(
+        EngineUnderTest(
+            "postgres",
+            lambda tmp_path: seawall.connect(_postgres_url(tmp_path)),
+            url=_postgres_url,
+            transactions=True,
+        ),
+        id="postgres",
+        marks=pytest.mark.engine("postgres"),
+    ),
+    pytest.param(
+        EngineUnderTest(
+            "redis",
+            lambda tmp_path: seawall.connect(_redis_url(tmp_path)),
+            url=_redis_url,
+            no_transactions=(
+                "Redis has no SQL transactions to join (each operation is one atomic Lua "
+                "script); use the outbox on PostgreSQL or SQLite for transactional sends"
+            ),
+            forget=_forget_redis_queue,
+        ),
+        id="redis",
+        marks=pytest.mark.engine("redis"),
+    ),
 ]
 
 
@@ -75,17 +152,21 @@ def engine_under_test(request: pytest.FixtureRequest) -> EngineUnderTest:
 
 
 @pytest.fixture
-def engine(engine_under_test: EngineUnderTest, tmp_path: Path) -> Iterator[Engine]:
+async def engine(engine_under_test: EngineUnderTest, tmp_path: Path) -> AsyncIterator[Engine]:
+    # Async so that the asyncio side (psycopg's async pool, redis.asyncio) is closed on
+    # the event loop that opened it.
     opened = engine_under_test.connect(tmp_path)
     yield opened
-    opened.close()
+    await opened.aclose()
 
 
 QueueFactory = Callable[..., Queue]
 
 
 @pytest.fixture
-def make_queue(engine: Engine, clock: ManualClock) -> Iterator[QueueFactory]:
+def make_queue(
+    engine: Engine, engine_under_test: EngineUnderTest, clock: ManualClock
+) -> Iterator[QueueFactory]:
     """Open queues with unique names on the engine under test; clean them up after."""
     opened: list[Queue] = []
 
@@ -100,6 +181,9 @@ def make_queue(engine: Engine, clock: ManualClock) -> Iterator[QueueFactory]:
         queue.purge()
         queue.dead_letters.purge()
         queue.close()
+    if engine_under_test.forget is not None:
+        for name in {queue.name for queue in opened}:
+            engine_under_test.forget(engine, name)
 
 
 @pytest.fixture
@@ -715,7 +799,7 @@ def test_send_and_ack_join_a_caller_transaction(
     engine_under_test: EngineUnderTest, engine: Engine, queue: Queue
 ) -> None:
     if not engine_under_test.transactions:
-        pytest.skip(f"the {engine_under_test.name} engine has no transactions")
+        pytest.skip(f"the {engine_under_test.name} engine: {engine_under_test.no_transactions}")
     transaction_of: Any = engine.transaction  # type: ignore[attr-defined]
     with pytest.raises(_BusinessRuleFailedError):
         _fail_inside(transaction_of, lambda tx: queue.send("rolled back", transaction=tx))

@@ -11,7 +11,7 @@
 Messages carry a delivery count; a message delivered ``max_deliveries`` times
 without an ack moves to the dead letters (``queue.dead_letters``) with its last
 error. Every method has an asyncio twin (``asend``, ``areceive``, ``aack``, ...).
-Engines: ``memory://`` and ``sqlite:///`` now; each implements :class:`QueueStore`
+Engines: ``memory://``, ``sqlite:///``, ``postgresql://`` and ``redis://``; each implements :class:`QueueStore`
 and passes the same conformance suite.
 """
 

@@ -60,6 +60,16 @@ _BACKENDS: dict[str, _Backend] = {
         "seawall.messaging.queue.sqlite:SqliteQueueStore",
         "seawall.messaging.queue.sqlite:sqlite_queue_names",
     ),
+    "postgres": _Backend(
+        "seawall.messaging.queue.postgres:PostgresQueueStore",
+        "seawall.messaging.queue.postgres:postgres_queue_names",
+        async_store="seawall.messaging.queue.postgres:AsyncPostgresQueueStore",
+    ),
+    "redis": _Backend(
+        "seawall.messaging.queue.redis:RedisQueueStore",
+        "seawall.messaging.queue.redis:redis_queue_names",
+        async_store="seawall.messaging.queue.redis:AsyncRedisQueueStore",
+    ),
 }
 
 
