@@ -15,8 +15,11 @@ as a multiple of ours. Nothing here is asserted: speed is shown, not tested.
 from __future__ import annotations
 
 import importlib
+import json
 import os
+import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -105,7 +108,27 @@ def check_targets(results: list[Result]) -> list[tuple[str, str, str]]:
     return rows
 
 
+def _run_area(area: str) -> list[Result]:
+    """Run one area in a child process, so one library's leftovers (purgatory keeps every
+    rejected call) cannot slow the garbage collector in the areas measured after it."""
+    with tempfile.TemporaryDirectory() as folder:
+        target = Path(folder) / "results.jsonl"
+        env = dict(os.environ, BENCH_JSON=str(target))
+        completed = subprocess.run([sys.executable, __file__, "--area", area], env=env, check=False)
+        if completed.returncode != 0:
+            raise SystemExit(
+                f"benchmark area {area!r} failed with exit code {completed.returncode}"
+            )
+        return [Result(**json.loads(line)) for line in target.read_text().splitlines()]
+
+
 def main() -> int:
+    if len(sys.argv) == 3 and sys.argv[1] == "--area":
+        area = sys.argv[2]
+        area_results = importlib.import_module(AREAS[area]).run()
+        print_table(f"seawall resilience: {area}", area_results)
+        dump_json(area_results)
+        return 0
     only = {name.strip() for name in os.environ.get("BENCH_ONLY", "").split(",") if name.strip()}
     unknown = only - set(AREAS)
     if unknown:
@@ -115,13 +138,10 @@ def main() -> int:
         )
         return 2
     results: list[Result] = []
-    for area, module_name in AREAS.items():
+    for area in AREAS:
         if only and area not in only:
             continue
-        module = importlib.import_module(module_name)
-        area_results = module.run()
-        print_table(f"seawall resilience: {area}", area_results)
-        results.extend(area_results)
+        results.extend(_run_area(area))
     dump_json(results)
 
     from rich.console import Console
