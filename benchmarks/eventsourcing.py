@@ -9,6 +9,12 @@ Same work on both sides (issue 4): 1,000 aggregates x 10 events (a creation even
 * ``load_stream``: read each aggregate's 10 events back and rebuild its list of texts
 * ``read_all``: page through the whole log, 1,000 events per page
 
+Ours is measured twice where it has two levels: ``seawall`` is the bare event store
+(``append`` / ``append_batch`` / ``read_stream``), ``seawall Aggregate`` goes through
+``Aggregate`` + ``Repository`` (commands emit events, ``save`` / ``save_all`` /
+``get`` rebuild the state), the same level as the peer's ``Aggregate`` +
+``Application``. The closing "targets" table compares the peer with the latter.
+
 Every write case starts on a fresh store. The timed loops include creating the event
 objects (our dataclasses; the peer's aggregate methods). ``per op`` is per event.
 Durability is the same on both sides and read back from each library's own
@@ -43,7 +49,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import seawall
 from _harness import Case, Result, dump_json, measure, ops_for, print_table
-from seawall.eventsourcing import AppendRequest, EventStore, open_event_store
+from seawall.eventsourcing import (
+    Aggregate,
+    AppendRequest,
+    EventStore,
+    Repository,
+    applies,
+    open_event_store,
+)
 
 PG_DSN = os.environ.get("PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 BACKENDS = {
@@ -55,6 +68,8 @@ EVENTS_PER_AGGREGATE = 10
 TEXT = "x" * 100
 FLOOR_OPS = 1000
 PAGE = 1000
+AGGREGATE = "seawall Aggregate"
+"""Our aggregate-level rows: ``Aggregate`` + ``Repository``, the level the peer is measured at."""
 
 
 @dataclass
@@ -119,6 +134,77 @@ def _ours_read_all(store: EventStore, count: int) -> None:
             raise RuntimeError(f"seawall read_all stopped after {seen} of {count} events")
         seen += len(page)
         after = page[-1].position
+
+
+# --- ours, through Aggregate + Repository (the same level as the peer's Aggregate + Application) ---
+
+
+class BenchAccount(Aggregate):
+    """The peer's ``Account``: opened with a text, then noted texts, kept in a list."""
+
+    stream_prefix = ""
+
+    def __init__(self, id: str) -> None:
+        super().__init__(id)
+        self.texts: list[str] = []
+
+    def open(self, text: str) -> None:
+        self.emit(Opened(text))
+
+    def note(self, text: str) -> None:
+        self.emit(Noted(text))
+
+    @applies(Opened)
+    def _opened(self, event: Opened) -> None:
+        self.texts = [event.text]
+
+    @applies(Noted)
+    def _noted(self, event: Noted) -> None:
+        self.texts.append(event.text)
+
+
+def _new_account(repo: Repository[BenchAccount]) -> BenchAccount:
+    account = repo.new(str(uuid.uuid4()))
+    account.open(TEXT)
+    return account
+
+
+def _agg_each_event(store: EventStore, aggregates: int) -> None:
+    repo = Repository(store, BenchAccount)
+    for _ in range(aggregates):
+        account = _new_account(repo)
+        repo.save(account)
+        for _ in range(EVENTS_PER_AGGREGATE - 1):
+            account.note(TEXT)
+            repo.save(account)
+
+
+def _agg_each_aggregate(store: EventStore, aggregates: int) -> None:
+    repo = Repository(store, BenchAccount)
+    for _ in range(aggregates):
+        account = _new_account(repo)
+        for _ in range(EVENTS_PER_AGGREGATE - 1):
+            account.note(TEXT)
+        repo.save(account)
+
+
+def _agg_batches(store: EventStore, aggregates: int, batch: int) -> None:
+    repo = Repository(store, BenchAccount)
+    for _ in range(aggregates // batch):
+        many = []
+        for _ in range(batch):
+            account = _new_account(repo)
+            for _ in range(EVENTS_PER_AGGREGATE - 1):
+                account.note(TEXT)
+            many.append(account)
+        repo.save_all(many)
+
+
+def _agg_load(store: EventStore, ids: list[str]) -> None:
+    repo = Repository(store, BenchAccount)
+    for aggregate_id in ids:
+        if len(repo.get(aggregate_id).texts) != EVENTS_PER_AGGREGATE:
+            raise RuntimeError(f"seawall loaded a short aggregate {aggregate_id}")
 
 
 # --- the peer -----------------------------------------------------------------------------------
@@ -435,9 +521,45 @@ def _cases(backend: Backend, cleanups: list[Callable[[], object]]) -> list[Case]
             f"append_batch({batch} streams x 10 events)",
         )
     )
+    cases.append(
+        Case(
+            f"{backend.name}: append_each_event",
+            AGGREGATE,
+            ours_write(_agg_each_event),
+            events,
+            "Repository.save(aggregate) after each command",
+        )
+    )
+    cases.append(
+        Case(
+            f"{backend.name}: append_each_aggregate",
+            AGGREGATE,
+            ours_write(_agg_each_aggregate),
+            events,
+            "Repository.save(aggregate) with 10 pending events",
+        )
+    )
+    cases.append(
+        Case(
+            f"{backend.name}: append_100_aggregates",
+            AGGREGATE,
+            ours_write(lambda store, count: _agg_batches(store, count, min(batch, count))),
+            events,
+            f"Repository.save_all({batch} aggregates)",
+        )
+    )
     reader = backend.ours()
     cleanups.append(lambda: backend.drop(reader))
     ids = _ours_each_event(reader, aggregates)
+    cases.append(
+        Case(
+            f"{backend.name}: load_stream",
+            AGGREGATE,
+            lambda n: _timed(lambda: _agg_load(reader, ids[: max(1, n // EVENTS_PER_AGGREGATE)])),
+            events,
+            "Repository.get(id): replay 10 events into the aggregate",
+        )
+    )
     cases.append(
         Case(
             f"{backend.name}: load_stream",
@@ -573,7 +695,39 @@ def run() -> list[Result]:
     return results
 
 
+def print_targets(results: list[Result]) -> None:
+    """The issue's targets: the peer's cost as a multiple of ours (>= 2.0x wanted).
+
+    Ours is taken at the aggregate level (``seawall Aggregate``) where measured, as the
+    peer runs its ``Aggregate`` + ``Application``; ``read_all`` has no aggregate layer.
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="targets (issue 4): eventsourcing ÷ seawall, at least 2.0x")
+    for column in ("benchmark", "seawall", "eventsourcing", "ratio", "target met"):
+        table.add_column(column, justify="left" if column == "benchmark" else "right")
+    groups: dict[str, dict[str, Result]] = {}
+    for result in results:
+        groups.setdefault(result.bench, {})[result.lib] = result
+    for bench, rows in groups.items():
+        ours = rows.get(AGGREGATE) or rows.get("seawall")
+        peer = rows.get("eventsourcing")
+        if ours is None or peer is None:
+            continue
+        ratio = peer.ns_per_op / ours.ns_per_op
+        table.add_row(
+            bench,
+            f"{ours.ops_per_s:,.0f}/s ({ours.lib})",
+            f"{peer.ops_per_s:,.0f}/s",
+            f"{ratio:,.2f}x",
+            "yes" if ratio >= 2.0 else "no",
+        )
+    Console(width=160).print(table)
+
+
 if __name__ == "__main__":
     measured = run()
     print_table("seawall event store beside eventsourcing (per event)", measured)
+    print_targets(measured)
     dump_json(measured)

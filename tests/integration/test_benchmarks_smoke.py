@@ -69,3 +69,10 @@ def test_the_workflows_benchmark_runs(tmp_path: Path) -> None:
     completed = _run("workflows.py", tmp_path)
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert "targets (issue 5: saga orchestration)" in completed.stdout
+
+
+def test_the_cdc_benchmark_runs(tmp_path: Path) -> None:
+    completed = _run("cdc.py", tmp_path)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    lines = (tmp_path / "out.jsonl").read_text().splitlines()
+    assert any('"lib": "seawall' in line for line in lines)

@@ -8,6 +8,6 @@ a missing extra says which one to install.
 
 from __future__ import annotations
 
-from seawall.engines._base import Engine, connect, register_engine
+from seawall.engines._base import Engine, Transaction, connect, register_engine
 
-__all__ = ["Engine", "connect", "register_engine"]
+__all__ = ["Engine", "Transaction", "connect", "register_engine"]
