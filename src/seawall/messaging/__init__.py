@@ -23,6 +23,14 @@ from seawall.messaging.channel import (
     fan_in,
     fan_out,
 )
+from seawall.messaging.inbox import Inbox, message_id_of
+from seawall.messaging.outbox import (
+    Outbox,
+    OutboxMessage,
+    OutboxRelay,
+    OutboxStats,
+    QueuePublisher,
+)
 from seawall.messaging.queue import (
     DeadLetter,
     Envelope,
@@ -56,16 +64,22 @@ __all__ = [
     "DeadLetter",
     "Envelope",
     "FanOutMode",
+    "Inbox",
     "ItemDropped",
     "Message",
     "MessageDeadLettered",
     "MessageDeduplicated",
     "MessageRedelivered",
     "MessageTooLargeError",
+    "Outbox",
+    "OutboxMessage",
+    "OutboxRelay",
+    "OutboxStats",
     "Overflow",
     "Pumps",
     "Queue",
     "QueueError",
+    "QueuePublisher",
     "QueueStats",
     "Receipt",
     "SlowSubscriber",
@@ -81,5 +95,6 @@ __all__ = [
     "fan_in",
     "fan_out",
     "list_queues",
+    "message_id_of",
     "open_queue",
 ]
