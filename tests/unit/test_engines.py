@@ -123,3 +123,13 @@ def test_after_commit_callbacks_run_once_after_the_outer_commit(tmp_path: Path) 
         rolled_back()
     assert ran == ["outer", "inner"]
     engine.close()
+
+
+def test_engines_without_transactions_say_which_have_them() -> None:
+    with pytest.raises(UnsupportedEngineError, match="sqlite:///"):
+        seawall.connect("memory://").transaction()
+
+
+def test_only_sql_engines_claim_transactions(tmp_path: Path) -> None:
+    assert not seawall.connect("memory://").supports_transactions
+    assert seawall.connect(f"sqlite:///{tmp_path / 'x.db'}").supports_transactions

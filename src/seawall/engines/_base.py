@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import logging
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
@@ -25,6 +26,8 @@ class Engine:
     """
 
     kind: ClassVar[str] = ""
+    supports_transactions: ClassVar[bool] = False
+    """True when :meth:`transaction` works (SQLite, PostgreSQL)."""
 
     def __init__(self, url: str) -> None:
         self.url = url
@@ -34,6 +37,17 @@ class Engine:
         from seawall.messaging.queue import open_queue
 
         return open_queue(self, name, **options)
+
+    def transaction(self) -> AbstractContextManager[Transaction]:
+        """A database transaction that several stores can join (SQLite and PostgreSQL).
+
+        Engines without transactions (memory, Redis, etcd) refuse with an error that
+        names the engines that have them.
+        """
+        raise UnsupportedEngineError(
+            f"the {self.kind or type(self).__name__} engine has no transactions; use "
+            "'sqlite:///path.db' or 'postgresql://...' to write several stores in one commit"
+        )
 
     def close(self) -> None:
         """Release every connection this engine holds."""

@@ -26,6 +26,7 @@ class PostgresEngine(Engine):
     """
 
     kind: ClassVar[str] = "postgres"
+    supports_transactions: ClassVar[bool] = True
 
     def __init__(
         self, url: str, *, min_size: int = 1, max_size: int = 10, timeout: float = DEFAULT_TIMEOUT

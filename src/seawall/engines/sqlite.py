@@ -23,6 +23,7 @@ class SqliteEngine(Engine):
     """
 
     kind: ClassVar[str] = "sqlite"
+    supports_transactions: ClassVar[bool] = True
 
     def __init__(self, url: str, *, timeout: float = 30.0) -> None:
         super().__init__(url)

@@ -326,12 +326,12 @@ def worker_command(
         try:
             transaction = None
             if transactional:
-                transaction = getattr(engine, "transaction", None)
-                if transaction is None:
+                if not engine.supports_transactions:
                     raise CommandError(
                         f"--transactional needs an engine with transactions (SQLite, "
                         f"PostgreSQL); {engine.kind or type(engine).__name__} has none"
                     )
+                transaction = engine.transaction
             worker = Worker(
                 opened,
                 function,

@@ -361,7 +361,7 @@ class OrchestratorBase:
 
         def attempt() -> SagaDriver:
             trial = driver.copy()
-            with engine.transaction() as transaction:  # type: ignore[attr-defined]
+            with engine.transaction() as transaction:
                 context = replace(
                     trial.context(name, compensating=compensating), transaction=transaction
                 )
