@@ -6,10 +6,10 @@ import importlib
 import logging
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 from urllib.parse import urlsplit
 
-from seawall.errors import UnsupportedEngineError
+from seawall.errors import ConfigurationError, UnsupportedEngineError
 
 if TYPE_CHECKING:
     from seawall.messaging.queue import Queue
@@ -123,6 +123,25 @@ _REGISTRY: dict[str, str] = {
     "postgres": "seawall.engines.postgres:PostgresEngine",
     "etcd": "seawall.engines.etcd:EtcdEngine",
 }
+
+
+E = TypeVar("E", bound=Engine)
+
+
+def engine_for(engine: E | str, engine_class: type[E], store: str, scheme: str) -> tuple[E, bool]:
+    """The engine a store runs on, opened from a URL when given one.
+
+    Returns the engine and whether it was opened here (then the store owns and closes
+    it). Anything else than an ``engine_class`` is refused, naming the ``scheme`` to use.
+    """
+    if isinstance(engine, str):
+        opened = connect(engine)
+        if not isinstance(opened, engine_class):
+            raise ConfigurationError(f"{store} needs a {scheme} URL, got {engine!r}")
+        return opened, True
+    if not isinstance(engine, engine_class):
+        raise ConfigurationError(f"{store} needs a {engine_class.__name__}, got {engine!r}")
+    return engine, False
 
 
 def register_engine(scheme: str, target: str | type[Engine]) -> None:

@@ -33,9 +33,8 @@ from typing import Any
 
 from seawall.coordination.lock._sql import check_table, statements
 from seawall.coordination.lock._store import Acquisition, LeaseInfo
-from seawall.engines import connect
+from seawall.engines._base import engine_for
 from seawall.engines.postgres import PostgresEngine, postgres_errors
-from seawall.errors import ConfigurationError
 
 try:
     import psycopg
@@ -62,17 +61,6 @@ def advisory_key(name: str) -> int:
     """The signed 64-bit advisory lock key of ``name`` (BLAKE2b of its UTF-8 bytes)."""
     digest = hashlib.blake2b(name.encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
-
-
-def _open_engine(engine: PostgresEngine | str, store: str) -> tuple[PostgresEngine, bool]:
-    if isinstance(engine, str):
-        opened = connect(engine)
-        if not isinstance(opened, PostgresEngine):
-            raise ConfigurationError(f"{store} needs a postgresql:// URL, got {engine!r}")
-        return opened, True
-    if not isinstance(engine, PostgresEngine):
-        raise ConfigurationError(f"{store} needs a PostgresEngine, got {engine!r}")
-    return engine, False
 
 
 class _Connections:
@@ -235,7 +223,9 @@ class PostgresLockStore:
         table: str = DEFAULT_TABLE,
         owns_engine: bool = False,
     ) -> None:
-        self.engine, opened = _open_engine(engine, "PostgresLockStore")
+        self.engine, opened = engine_for(
+            engine, PostgresEngine, "PostgresLockStore", "postgresql://"
+        )
         self._owns_engine = owns_engine or opened
         self.table = check_table(table, "PostgresLockStore")
         self._sql = statements("postgres", table=self.table, fences=DEFAULT_FENCES_TABLE)
@@ -363,7 +353,9 @@ class PostgresAdvisoryLockStore:
         fences_table: str = DEFAULT_FENCES_TABLE,
         owns_engine: bool = False,
     ) -> None:
-        self.engine, opened = _open_engine(engine, "PostgresAdvisoryLockStore")
+        self.engine, opened = engine_for(
+            engine, PostgresEngine, "PostgresAdvisoryLockStore", "postgresql://"
+        )
         self._owns_engine = owns_engine or opened
         self.fences_table = check_table(fences_table, "PostgresAdvisoryLockStore")
         self._sql = statements("postgres", table=DEFAULT_TABLE, fences=self.fences_table)

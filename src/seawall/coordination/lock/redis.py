@@ -32,7 +32,7 @@ from importlib import resources
 from typing import Any, NoReturn
 
 from seawall.coordination.lock._store import Acquisition, LeaseInfo, ttl_milliseconds
-from seawall.engines import connect
+from seawall.engines._base import engine_for
 from seawall.engines.redis import RedisEngine, redis_errors
 from seawall.errors import ConfigurationError, EngineError, MissingExtraError
 
@@ -114,14 +114,8 @@ class RedisLockStore:
         prefix: str = DEFAULT_PREFIX,
         owns_engine: bool = False,
     ) -> None:
-        if isinstance(engine, str):
-            opened = connect(engine)
-            if not isinstance(opened, RedisEngine):
-                raise ConfigurationError(f"RedisLockStore needs a redis:// URL, got {engine!r}")
-            engine = opened
-            owns_engine = True
-        if not isinstance(engine, RedisEngine):
-            raise ConfigurationError(f"RedisLockStore needs a RedisEngine, got {engine!r}")
+        engine, opened = engine_for(engine, RedisEngine, "RedisLockStore", "redis://")
+        owns_engine = owns_engine or opened
         if not isinstance(prefix, str) or not prefix:
             raise ConfigurationError(
                 f"RedisLockStore prefix must be a non-empty string, got {prefix!r}"

@@ -28,7 +28,7 @@ from typing import Any
 
 from seawall.coordination.lock._sql import check_table, statements
 from seawall.coordination.lock._store import Acquisition, LeaseInfo
-from seawall.engines import connect
+from seawall.engines._base import engine_for
 from seawall.engines.sqlite import SqliteEngine
 from seawall.errors import ConfigurationError, EngineError, EngineUnavailableError
 
@@ -54,14 +54,8 @@ class SqliteLockStore:
         timeout: float = 5.0,
         owns_engine: bool = False,
     ) -> None:
-        if isinstance(engine, str):
-            opened = connect(engine)
-            if not isinstance(opened, SqliteEngine):
-                raise ConfigurationError(f"SqliteLockStore needs a sqlite:// URL, got {engine!r}")
-            engine = opened
-            owns_engine = True
-        if not isinstance(engine, SqliteEngine):
-            raise ConfigurationError(f"SqliteLockStore needs a SqliteEngine, got {engine!r}")
+        engine, opened = engine_for(engine, SqliteEngine, "SqliteLockStore", "sqlite://")
+        owns_engine = owns_engine or opened
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
             raise ConfigurationError(
                 f"SqliteLockStore timeout must be seconds > 0, got {timeout!r}"

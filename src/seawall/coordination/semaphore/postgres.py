@@ -18,9 +18,8 @@ from typing import Any
 from seawall.coordination.lock._sql import check_table
 from seawall.coordination.semaphore._sql import statements
 from seawall.coordination.semaphore._store import HolderInfo, SemaphoreGrant, SemaphoreState
-from seawall.engines import connect
+from seawall.engines._base import engine_for
 from seawall.engines.postgres import PostgresEngine, postgres_errors
-from seawall.errors import ConfigurationError
 
 __all__ = ["DEFAULT_TABLE", "PostgresSemaphoreStore"]
 
@@ -42,18 +41,10 @@ class PostgresSemaphoreStore:
         table: str = DEFAULT_TABLE,
         owns_engine: bool = False,
     ) -> None:
-        if isinstance(engine, str):
-            opened = connect(engine)
-            if not isinstance(opened, PostgresEngine):
-                raise ConfigurationError(
-                    f"PostgresSemaphoreStore needs a postgresql:// URL, got {engine!r}"
-                )
-            engine = opened
-            owns_engine = True
-        if not isinstance(engine, PostgresEngine):
-            raise ConfigurationError(
-                f"PostgresSemaphoreStore needs a PostgresEngine, got {engine!r}"
-            )
+        engine, opened = engine_for(
+            engine, PostgresEngine, "PostgresSemaphoreStore", "postgresql://"
+        )
+        owns_engine = owns_engine or opened
         self.engine = engine
         self.table = check_table(table, "PostgresSemaphoreStore")
         self._owns_engine = owns_engine

@@ -17,7 +17,7 @@ from typing import Any
 
 from seawall.coordination.lock._store import ttl_milliseconds
 from seawall.coordination.semaphore._store import HolderInfo, SemaphoreGrant, SemaphoreState
-from seawall.engines import connect
+from seawall.engines._base import engine_for
 from seawall.engines.redis import RedisEngine, redis_errors
 from seawall.errors import ConfigurationError
 
@@ -46,16 +46,8 @@ class RedisSemaphoreStore:
         prefix: str = DEFAULT_PREFIX,
         owns_engine: bool = False,
     ) -> None:
-        if isinstance(engine, str):
-            opened = connect(engine)
-            if not isinstance(opened, RedisEngine):
-                raise ConfigurationError(
-                    f"RedisSemaphoreStore needs a redis:// URL, got {engine!r}"
-                )
-            engine = opened
-            owns_engine = True
-        if not isinstance(engine, RedisEngine):
-            raise ConfigurationError(f"RedisSemaphoreStore needs a RedisEngine, got {engine!r}")
+        engine, opened = engine_for(engine, RedisEngine, "RedisSemaphoreStore", "redis://")
+        owns_engine = owns_engine or opened
         if not isinstance(prefix, str) or not prefix:
             raise ConfigurationError(
                 f"RedisSemaphoreStore prefix must be a non-empty string, got {prefix!r}"

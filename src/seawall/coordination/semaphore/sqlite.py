@@ -20,7 +20,7 @@ from seawall.coordination.lock._sql import check_table
 from seawall.coordination.semaphore._core import Holding, choose
 from seawall.coordination.semaphore._sql import statements
 from seawall.coordination.semaphore._store import HolderInfo, SemaphoreGrant, SemaphoreState
-from seawall.engines import connect
+from seawall.engines._base import engine_for
 from seawall.engines.sqlite import SqliteEngine
 from seawall.errors import ConfigurationError, EngineError, EngineUnavailableError
 
@@ -46,16 +46,8 @@ class SqliteSemaphoreStore:
         timeout: float = 5.0,
         owns_engine: bool = False,
     ) -> None:
-        if isinstance(engine, str):
-            opened = connect(engine)
-            if not isinstance(opened, SqliteEngine):
-                raise ConfigurationError(
-                    f"SqliteSemaphoreStore needs a sqlite:// URL, got {engine!r}"
-                )
-            engine = opened
-            owns_engine = True
-        if not isinstance(engine, SqliteEngine):
-            raise ConfigurationError(f"SqliteSemaphoreStore needs a SqliteEngine, got {engine!r}")
+        engine, opened = engine_for(engine, SqliteEngine, "SqliteSemaphoreStore", "sqlite://")
+        owns_engine = owns_engine or opened
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) or not timeout > 0:
             raise ConfigurationError(
                 f"SqliteSemaphoreStore timeout must be seconds > 0, got {timeout!r}"
