@@ -17,6 +17,8 @@ import pytest
 DEFAULT_URLS = {
     "redis": "redis://127.0.0.1:6379/0",
     "postgres": "postgresql://postgres@127.0.0.1:5432/test",
+    "nats": "nats://127.0.0.1:4222",
+    "rabbitmq": "amqp://guest:guest@127.0.0.1:5672/",
 }
 
 REQUIRED = {
@@ -33,7 +35,7 @@ def engine_url(name: str) -> str:
 def _reachable(url: str) -> str | None:
     parts = urlsplit(url)
     host = parts.hostname or "127.0.0.1"
-    port = parts.port or {"redis": 6379, "postgresql": 5432}.get(parts.scheme, 0)
+    port = parts.port or {"redis": 6379, "postgresql": 5432, "nats": 4222, "amqp": 5672}.get(parts.scheme, 0)
     try:
         with socket.create_connection((host, port), timeout=2):
             return None
