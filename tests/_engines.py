@@ -35,7 +35,9 @@ def engine_url(name: str) -> str:
 def _reachable(url: str) -> str | None:
     parts = urlsplit(url)
     host = parts.hostname or "127.0.0.1"
-    port = parts.port or {"redis": 6379, "postgresql": 5432, "nats": 4222, "amqp": 5672}.get(parts.scheme, 0)
+    port = parts.port or {"redis": 6379, "postgresql": 5432, "nats": 4222, "amqp": 5672}.get(
+        parts.scheme, 0
+    )
     try:
         with socket.create_connection((host, port), timeout=2):
             return None
