@@ -21,16 +21,15 @@ the lease to expire by its TTL.
 from __future__ import annotations
 
 import asyncio
-import os
 import sqlite3
-import threading
 from typing import Any
 
+from seawall.coordination._sqlite import SqliteConnections
 from seawall.coordination.lock._sql import check_table, statements
 from seawall.coordination.lock._store import Acquisition, LeaseInfo
 from seawall.engines._base import engine_for
 from seawall.engines.sqlite import SqliteEngine
-from seawall.errors import ConfigurationError, EngineError, EngineUnavailableError
+from seawall.errors import ConfigurationError
 
 __all__ = ["DEFAULT_TABLE", "SqliteLockStore"]
 
@@ -65,27 +64,11 @@ class SqliteLockStore:
         self.timeout = float(timeout)
         self._owns_engine = owns_engine
         self._sql = statements("sqlite", table=self.table, now=_NOW)
-        self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
-        self._guard = threading.Lock()
-        self._pid = os.getpid()
-        self._ready = False
+        self._connections = SqliteConnections(
+            engine, timeout=self.timeout, create=[self._sql["create"]]
+        )
 
     # ------------------------------------------------------------------ connections
-
-    def _connect(self, relaxed: bool) -> sqlite3.Connection:
-        if self.engine.path == ":memory:":
-            return self.engine.connection
-        conn = sqlite3.connect(
-            self.engine.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
-        )
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute(f"PRAGMA busy_timeout={int(self.timeout * 1000)}")
-        if relaxed:
-            conn.execute("PRAGMA synchronous=NORMAL")
-        with self._guard:
-            self._connections.append(conn)
-        return conn
 
     def _connection(self, relaxed: bool = False) -> sqlite3.Connection:
         """This thread's connection; *relaxed* ones commit without waiting for the disk.
@@ -94,40 +77,11 @@ class SqliteLockStore:
         the lease to expire by its TTL, which delays the next holder but never lets two
         hold the lock or a token repeat. Grants and extensions stay durable.
         """
-        if self._pid != os.getpid():  # forked: never share a connection with the parent
-            self._local = threading.local()
-            self._connections = []
-            self._pid = os.getpid()
-        attribute = "relaxed" if relaxed else "durable"
-        conn: sqlite3.Connection | None = getattr(self._local, attribute, None)
-        if conn is None:
-            try:
-                conn = self._connect(relaxed)
-                setattr(self._local, attribute, conn)
-                if not self._ready:
-                    conn.execute(self._sql["create"])
-                    self._ready = True
-            except sqlite3.Error as exc:
-                raise self._error(exc) from exc
-        return conn
+        return self._connections.get(relaxed)
 
     def setup(self) -> None:
         """Create the lease table if it does not exist (otherwise done on first use)."""
         self._connection()
-
-    def _error(self, exc: sqlite3.Error) -> EngineError:
-        if isinstance(exc, sqlite3.OperationalError) and (
-            "locked" in str(exc) or "busy" in str(exc) or "unable to open" in str(exc)
-        ):
-            return EngineUnavailableError(
-                f"SQLite database {self.engine.path!r} did not answer ({exc}); another "
-                f"connection held its write lock for over {self.timeout}s or the file cannot "
-                "be opened: keep write transactions short, or raise the store's timeout",
-                url=self.engine.url,
-            )
-        return EngineError(
-            f"SQLite database {self.engine.path!r} failed: {exc}", url=self.engine.url
-        )
 
     def _run(
         self, statement: str, parameters: tuple[Any, ...], *, relaxed: bool = False
@@ -135,7 +89,7 @@ class SqliteLockStore:
         try:
             return self._connection(relaxed).execute(self._sql[statement], parameters)
         except sqlite3.Error as exc:
-            raise self._error(exc) from exc
+            raise self._connections.error(exc) from exc
 
     # ------------------------------------------------------------------ operations
 
@@ -188,11 +142,7 @@ class SqliteLockStore:
 
     def close(self) -> None:
         """Close this store's connections (and the engine, when it opened it)."""
-        with self._guard:
-            for conn in self._connections:
-                conn.close()
-            self._connections.clear()
-        self._local = threading.local()
+        self._connections.close()
         if self._owns_engine:
             self.engine.close()
 

@@ -11,18 +11,17 @@ calls run in a worker thread.
 from __future__ import annotations
 
 import asyncio
-import os
 import sqlite3
-import threading
 from typing import Any
 
+from seawall.coordination._sqlite import SqliteConnections
 from seawall.coordination.lock._sql import check_table
 from seawall.coordination.semaphore._core import Holding, choose
 from seawall.coordination.semaphore._sql import statements
 from seawall.coordination.semaphore._store import HolderInfo, SemaphoreGrant, SemaphoreState
 from seawall.engines._base import engine_for
 from seawall.engines.sqlite import SqliteEngine
-from seawall.errors import ConfigurationError, EngineError, EngineUnavailableError
+from seawall.errors import ConfigurationError
 
 __all__ = ["DEFAULT_TABLE", "SqliteSemaphoreStore"]
 
@@ -57,59 +56,22 @@ class SqliteSemaphoreStore:
         self.timeout = float(timeout)
         self._owns_engine = owns_engine
         self._sql = statements("sqlite", table=self.table, now=_NOW)
-        self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
-        self._guard = threading.Lock()
-        self._pid = os.getpid()
-        self._ready = False
+        self._connections = SqliteConnections(
+            engine,
+            timeout=self.timeout,
+            create=[
+                self._sql[block]
+                for block in ("create_holdings", "create_intents", "create_counters")
+            ],
+        )
+        self._error = self._connections.error
 
     def _connection(self) -> sqlite3.Connection:
-        if self._pid != os.getpid():  # forked: never share a connection with the parent
-            self._local = threading.local()
-            self._connections = []
-            self._pid = os.getpid()
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            try:
-                if self.engine.path == ":memory:":
-                    conn = self.engine.connection
-                else:
-                    conn = sqlite3.connect(
-                        self.engine.path,
-                        timeout=self.timeout,
-                        isolation_level=None,
-                        check_same_thread=False,
-                    )
-                    conn.execute("PRAGMA journal_mode=WAL")
-                    conn.execute(f"PRAGMA busy_timeout={int(self.timeout * 1000)}")
-                    with self._guard:
-                        self._connections.append(conn)
-                self._local.conn = conn
-                if not self._ready:
-                    for block in ("create_holdings", "create_intents", "create_counters"):
-                        conn.execute(self._sql[block])
-                    self._ready = True
-            except sqlite3.Error as exc:
-                raise self._error(exc) from exc
-        return conn
+        return self._connections.get()
 
     def setup(self) -> None:
         """Create the tables if they do not exist (otherwise done on first use)."""
         self._connection()
-
-    def _error(self, exc: sqlite3.Error) -> EngineError:
-        if isinstance(exc, sqlite3.OperationalError) and (
-            "locked" in str(exc) or "busy" in str(exc) or "unable to open" in str(exc)
-        ):
-            return EngineUnavailableError(
-                f"SQLite database {self.engine.path!r} did not answer ({exc}); another "
-                f"connection held its write lock for over {self.timeout}s or the file cannot "
-                "be opened: keep write transactions short, or raise the store's timeout",
-                url=self.engine.url,
-            )
-        return EngineError(
-            f"SQLite database {self.engine.path!r} failed: {exc}", url=self.engine.url
-        )
 
     def _write(self, work: Any) -> Any:
         """Run ``work(conn)`` inside BEGIN IMMEDIATE; commit, or roll back on error."""
@@ -241,11 +203,7 @@ class SqliteSemaphoreStore:
 
     def close(self) -> None:
         """Close this store's connections (and the engine, when it opened it)."""
-        with self._guard:
-            for conn in self._connections:
-                conn.close()
-            self._connections.clear()
-        self._local = threading.local()
+        self._connections.close()
         if self._owns_engine:
             self.engine.close()
 

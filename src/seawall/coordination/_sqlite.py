@@ -1,0 +1,89 @@
+"""Per-thread SQLite connections shared by the coordination stores (locks, semaphores)."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+from collections.abc import Sequence
+
+from seawall.engines.sqlite import SqliteEngine
+from seawall.errors import EngineError, EngineUnavailableError
+
+__all__ = ["SqliteConnections"]
+
+
+class SqliteConnections:
+    """One WAL connection per thread (and per durability mode) on a store's database file.
+
+    Connections are reopened after a fork (a child never shares its parent's), the
+    ``create`` statements run once on the first connection, and ``close`` closes every
+    connection opened here. A ``:memory:`` engine shares its single connection.
+    """
+
+    def __init__(self, engine: SqliteEngine, *, timeout: float, create: Sequence[str]) -> None:
+        self.engine = engine
+        self.timeout = timeout
+        self._create = tuple(create)
+        self._local = threading.local()
+        self._opened: list[sqlite3.Connection] = []
+        self._guard = threading.Lock()
+        self._pid = os.getpid()
+        self._ready = False
+
+    def _open(self, relaxed: bool) -> sqlite3.Connection:
+        if self.engine.path == ":memory:":
+            return self.engine.connection
+        conn = sqlite3.connect(
+            self.engine.path, timeout=self.timeout, isolation_level=None, check_same_thread=False
+        )
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA busy_timeout={int(self.timeout * 1000)}")
+        if relaxed:
+            conn.execute("PRAGMA synchronous=NORMAL")
+        with self._guard:
+            self._opened.append(conn)
+        return conn
+
+    def get(self, relaxed: bool = False) -> sqlite3.Connection:
+        """This thread's connection; a *relaxed* one commits without waiting for the disk."""
+        if self._pid != os.getpid():  # forked: never share a connection with the parent
+            self._local = threading.local()
+            self._opened = []
+            self._pid = os.getpid()
+        attribute = "relaxed" if relaxed else "durable"
+        conn: sqlite3.Connection | None = getattr(self._local, attribute, None)
+        if conn is None:
+            try:
+                conn = self._open(relaxed)
+                setattr(self._local, attribute, conn)
+                if not self._ready:
+                    for statement in self._create:
+                        conn.execute(statement)
+                    self._ready = True
+            except sqlite3.Error as exc:
+                raise self.error(exc) from exc
+        return conn
+
+    def error(self, exc: sqlite3.Error) -> EngineError:
+        """The seawall error for a driver error: busy or unopenable files are "unavailable"."""
+        if isinstance(exc, sqlite3.OperationalError) and (
+            "locked" in str(exc) or "busy" in str(exc) or "unable to open" in str(exc)
+        ):
+            return EngineUnavailableError(
+                f"SQLite database {self.engine.path!r} did not answer ({exc}); another "
+                f"connection held its write lock for over {self.timeout}s or the file cannot "
+                "be opened: keep write transactions short, or raise the store's timeout",
+                url=self.engine.url,
+            )
+        return EngineError(
+            f"SQLite database {self.engine.path!r} failed: {exc}", url=self.engine.url
+        )
+
+    def close(self) -> None:
+        """Close every connection opened here (the engine itself stays open)."""
+        with self._guard:
+            for conn in self._opened:
+                conn.close()
+            self._opened.clear()
+        self._local = threading.local()
