@@ -33,6 +33,7 @@ from typing import Any, NoReturn
 
 from seawall.coordination.lock._store import Acquisition, LeaseInfo, ttl_milliseconds
 from seawall.engines._base import engine_for
+from seawall.engines._redis_scripts import ScriptConnections, bulk
 from seawall.engines.redis import RedisEngine, redis_errors
 from seawall.errors import ConfigurationError, EngineError, MissingExtraError
 
@@ -46,10 +47,6 @@ __all__ = ["DEFAULT_PREFIX", "RedisLockStore"]
 
 DEFAULT_PREFIX = "seawall:lock"
 _KEY_CACHE_SIZE = 4096
-
-
-def _bulk(value: bytes) -> bytes:
-    return b"$%d\r\n%s\r\n" % (len(value), value)
 
 
 class _Script:
@@ -74,20 +71,8 @@ INSPECT = _Script("inspect", 2, 0)
 RAISE_FENCE = _Script("raise_fence", 2, 2)
 
 
-def _round_trip(connection: Any, command: bytes, source: bytes) -> Any:
-    """Write ``command`` and read the reply; on ``NOSCRIPT`` load the script and resend."""
-    connection.send_packed_command((command,), False)
-    try:
-        return connection.read_response()
-    except redis.exceptions.NoScriptError:
-        connection.send_command("SCRIPT", "LOAD", source)
-        connection.read_response()
-        connection.send_packed_command((command,), False)
-        return connection.read_response()
-
-
 async def _around_trip(connection: Any, command: bytes, source: bytes) -> Any:
-    """Async :func:`_round_trip`."""
+    """Async :func:`~seawall.engines._redis_scripts.round_trip`."""
     await connection.send_packed_command((command,), False)
     try:
         return await connection.read_response()
@@ -123,7 +108,7 @@ class RedisLockStore:
         self.engine = engine
         self.prefix = prefix
         self._owns_engine = owns_engine
-        self._idle: deque[Any] = deque()
+        self._scripts = ScriptConnections(engine, self._raise)
         self._async_idle: deque[Any] = deque()
         self._async_loop: asyncio.AbstractEventLoop | None = None
         self._pid = os.getpid()
@@ -141,51 +126,15 @@ class RedisLockStore:
             lease, fence = (key.encode() for key in self.keys(name))
             if len(self._keys) >= _KEY_CACHE_SIZE:
                 self._keys.clear()
-            lease_bulk = _bulk(lease)
-            packed = self._keys[name] = (lease_bulk + _bulk(fence), lease_bulk)
+            lease_bulk = bulk(lease)
+            packed = self._keys[name] = (lease_bulk + bulk(fence), lease_bulk)
         return packed
 
     # ------------------------------------------------------------------ round trips
 
-    def _new_connection(self) -> Any:
-        pool = self.engine.client.connection_pool
-        return pool.connection_class(**pool.connection_kwargs)
-
     def execute(self, command: bytes, source: bytes) -> Any:
         """Send one packed ``EVALSHA`` on a connection of this store and return the reply."""
-        if self._pid != os.getpid():  # forked: the parent's sockets are not ours
-            self._idle = deque()
-            self._pid = os.getpid()
-        try:
-            connection = self._idle.pop()
-            reused = True
-        except IndexError:
-            connection = self._new_connection()
-            reused = False
-        try:
-            reply = _round_trip(connection, command, source)
-        except redis.ConnectionError as error:
-            connection.disconnect()
-            if not reused:
-                self._raise(error)
-            # an idle connection the server dropped: one more try on a fresh one
-            connection = self._new_connection()
-            try:
-                reply = _round_trip(connection, command, source)
-            except redis.RedisError as retry_error:
-                connection.disconnect()
-                self._raise(retry_error)
-        except redis.ResponseError as error:  # an error reply: the connection is fine
-            self._idle.append(connection)
-            self._raise(error)
-        except redis.RedisError as error:
-            connection.disconnect()
-            self._raise(error)
-        except BaseException:  # interrupted mid round trip: the reply may still be in flight
-            connection.disconnect()
-            raise
-        self._idle.append(connection)
-        return reply
+        return self._scripts.execute(command, source)
 
     def _new_async_connection(self) -> Any:
         pool = self.engine.async_client.connection_pool
@@ -248,8 +197,8 @@ class RedisLockStore:
         return b"%s%s%s%s" % (
             ACQUIRE.head,
             self._packed(name)[0],
-            _bulk(owner.encode()),
-            _bulk(b"%d" % ttl_milliseconds(ttl)),
+            bulk(owner.encode()),
+            bulk(b"%d" % ttl_milliseconds(ttl)),
         )
 
     @staticmethod
@@ -262,12 +211,12 @@ class RedisLockStore:
         return b"%s%s%s%s" % (
             EXTEND.head,
             self._packed(name)[1],
-            _bulk(owner.encode()),
-            _bulk(b"%d" % ttl_milliseconds(ttl)),
+            bulk(owner.encode()),
+            bulk(b"%d" % ttl_milliseconds(ttl)),
         )
 
     def _release_command(self, name: str, owner: str) -> bytes:
-        return b"%s%s%s" % (RELEASE.head, self._packed(name)[1], _bulk(owner.encode()))
+        return b"%s%s%s" % (RELEASE.head, self._packed(name)[1], bulk(owner.encode()))
 
     def _inspect_command(self, name: str) -> bytes:
         return INSPECT.head + self._packed(name)[0]
@@ -276,8 +225,8 @@ class RedisLockStore:
         return b"%s%s%s%s" % (
             RAISE_FENCE.head,
             self._packed(name)[0],
-            _bulk(owner.encode()),
-            _bulk(b"%d" % token),
+            bulk(owner.encode()),
+            bulk(b"%d" % token),
         )
 
     @staticmethod
@@ -346,15 +295,13 @@ class RedisLockStore:
 
     def close(self) -> None:
         """Close this store's own connections (and the engine, when it opened it)."""
-        while self._idle:
-            self._idle.pop().disconnect()
+        self._scripts.close()
         if self._owns_engine:
             self.engine.close()
 
     async def aclose(self) -> None:
         """Async :meth:`close` (closes the engine's asyncio client too when it owns it)."""
-        while self._idle:
-            self._idle.pop().disconnect()
+        self._scripts.close()
         while self._async_idle:
             connection = self._async_idle.pop()
             await connection.disconnect()

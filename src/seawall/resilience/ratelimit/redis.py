@@ -17,14 +17,13 @@ engine's socket timeout (5 s by default), never hangs.
 from __future__ import annotations
 
 import hashlib
-import os
-from collections import deque
 from functools import cache
 from importlib import resources
 from typing import Any, NoReturn
 
 from seawall.clock import Clock
 from seawall.engines import connect
+from seawall.engines._redis_scripts import ScriptConnections, bulk
 from seawall.engines.redis import RedisEngine, redis_errors
 from seawall.errors import ConfigurationError, EngineError, MissingExtraError
 from seawall.resilience.ratelimit._algorithms import (
@@ -78,22 +77,6 @@ def _parameters(algorithm: RateLimitAlgorithm) -> tuple[bytes, bytes]:
     raise ConfigurationError(f"the Redis store has no script for {algorithm!r}")
 
 
-def _bulk(value: bytes) -> bytes:
-    return b"$%d\r\n%s\r\n" % (len(value), value)
-
-
-def _round_trip(connection: Any, command: bytes, source: bytes) -> Any:
-    """Write ``command``, read the reply; on ``NOSCRIPT`` load the script and resend."""
-    connection.send_packed_command((command,), False)
-    try:
-        return connection.read_response()
-    except redis.exceptions.NoScriptError:
-        connection.send_command("SCRIPT", "LOAD", source)
-        connection.read_response()
-        connection.send_packed_command((command,), False)
-        return connection.read_response()
-
-
 class RedisRateLimitStore:
     """Rate-limit state in Redis, under ``prefix:<limit name>:<algorithm>:<key>``.
 
@@ -116,8 +99,7 @@ class RedisRateLimitStore:
             )
         self.engine = engine
         self.prefix = prefix
-        self._idle: deque[Any] = deque()
-        self._pid = os.getpid()
+        self._scripts = ScriptConnections(engine, self._raise)
 
     def bind(self, algorithm: RateLimitAlgorithm, name: str, clock: Clock) -> RedisLimit:
         """The limit called ``name`` (``clock`` is unused: Redis keeps the time)."""
@@ -129,8 +111,7 @@ class RedisRateLimitStore:
 
     def close(self) -> None:
         """Close this store's own connections (and the engine it opened from a URL)."""
-        while self._idle:
-            self._idle.pop().disconnect()
+        self._scripts.close()
         if self._owned is not None:
             self._owned.close()
 
@@ -142,45 +123,9 @@ class RedisRateLimitStore:
 
     # ------------------------------------------------------------------ round trips
 
-    def _new_connection(self) -> Any:
-        pool = self.engine.client.connection_pool
-        return pool.connection_class(**pool.connection_kwargs)
-
     def execute(self, command: bytes, source: bytes) -> Any:
         """Send one packed ``EVALSHA`` and return the reply (loading the script if needed)."""
-        if self._pid != os.getpid():  # forked: the parent's sockets are not ours
-            self._idle = deque()
-            self._pid = os.getpid()
-        try:
-            connection = self._idle.pop()
-            reused = True
-        except IndexError:
-            connection = self._new_connection()
-            reused = False
-        try:
-            reply = _round_trip(connection, command, source)
-        except redis.ConnectionError as error:
-            connection.disconnect()
-            if not reused:
-                self._raise(error)
-            # an idle connection the server dropped: one more try on a fresh one
-            connection = self._new_connection()
-            try:
-                reply = _round_trip(connection, command, source)
-            except redis.RedisError as retry_error:
-                connection.disconnect()
-                self._raise(retry_error)
-        except redis.ResponseError as error:  # an error reply: the connection is fine
-            self._idle.append(connection)
-            self._raise(error)
-        except redis.RedisError as error:
-            connection.disconnect()
-            self._raise(error)
-        except BaseException:  # interrupted mid round trip: the reply may still be in flight
-            connection.disconnect()
-            raise
-        self._idle.append(connection)
-        return reply
+        return self._scripts.execute(command, source)
 
     async def aexecute(self, command: bytes, source: bytes) -> Any:
         """Async :meth:`execute`, on the engine's asyncio client pool."""
@@ -221,12 +166,12 @@ class RedisLimit:
         self.algorithm = algorithm
         self.name = name
         self._source, sha = _script(algorithm.kind)
-        self._parameters = b"".join(_bulk(value) for value in _parameters(algorithm))
+        self._parameters = b"".join(bulk(value) for value in _parameters(algorithm))
         self._key_prefix = f"{store.prefix}:{name}:{algorithm.kind}:".encode()
         self._two_keys = isinstance(algorithm, SlidingWindowLog)
         keys = 2 if self._two_keys else 1
         self._head = b"*%d\r\n$7\r\nEVALSHA\r\n$40\r\n%s\r\n$1\r\n%d\r\n" % (keys + 7, sha, keys)
-        self._take_one_tail = _bulk(b"1") + _bulk(_TAKE) + self._parameters
+        self._take_one_tail = bulk(b"1") + bulk(_TAKE) + self._parameters
         self._execute = store.execute
 
     def keys(self, key: str) -> list[bytes]:
@@ -237,8 +182,8 @@ class RedisLimit:
         return [base]
 
     def _command(self, key: str, cost: int, mode: bytes) -> bytes:
-        keys = b"".join(_bulk(name) for name in self.keys(key))
-        return self._head + keys + _bulk(b"%d" % cost) + _bulk(mode) + self._parameters
+        keys = b"".join(bulk(name) for name in self.keys(key))
+        return self._head + keys + bulk(b"%d" % cost) + bulk(mode) + self._parameters
 
     def take(self, key: str, cost: int) -> float:
         """One ``EVALSHA``: ``0.0`` when granted, else seconds to wait."""
