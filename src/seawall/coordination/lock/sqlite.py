@@ -24,10 +24,10 @@ import asyncio
 import sqlite3
 from typing import Any
 
-from seawall.coordination._sqlite import SqliteConnections
 from seawall.coordination.lock._sql import check_table, statements
 from seawall.coordination.lock._store import Acquisition, LeaseInfo
 from seawall.engines._base import engine_for
+from seawall.engines._sqlite_connections import SqliteConnections
 from seawall.engines.sqlite import SqliteEngine
 from seawall.errors import ConfigurationError
 

@@ -14,12 +14,12 @@ import asyncio
 import sqlite3
 from typing import Any
 
-from seawall.coordination._sqlite import SqliteConnections
 from seawall.coordination.lock._sql import check_table
 from seawall.coordination.semaphore._core import Holding, choose
 from seawall.coordination.semaphore._sql import statements
 from seawall.coordination.semaphore._store import HolderInfo, SemaphoreGrant, SemaphoreState
 from seawall.engines._base import engine_for
+from seawall.engines._sqlite_connections import SqliteConnections
 from seawall.engines.sqlite import SqliteEngine
 from seawall.errors import ConfigurationError
 

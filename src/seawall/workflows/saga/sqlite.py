@@ -18,13 +18,13 @@ are Unix seconds from this machine's clock (the database is local to it).
 from __future__ import annotations
 
 import sqlite3
-import threading
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, ClassVar, Final
 
 from seawall.clock import Clock
-from seawall.errors import ConfigurationError, EngineError, EngineUnavailableError
+from seawall.engines._sqlite_connections import SqliteConnections
+from seawall.errors import ConfigurationError
 from seawall.workflows.saga._log import check_prefix, decode_plan, encode_plan, time_source
 from seawall.workflows.saga._model import (
     UNFINISHED,
@@ -159,9 +159,8 @@ class SqliteSagaLog:
         self.synchronous = synchronous.upper()
         self._now = time_source(clock)
         self._sql = _Sql(self.table_prefix)
-        self._local = threading.local()
-        self._guard = threading.Lock()
-        self._connections: list[sqlite3.Connection] = []
+        self._connections = SqliteConnections(opened, synchronous=self.synchronous, what="saga log")
+        self._error = self._connections.error
         if create:
             self.create_tables()
 
@@ -173,38 +172,7 @@ class SqliteSagaLog:
     # ----------------------------------------------------------------- plumbing
 
     def _connection(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            engine = self._engine
-            try:
-                conn = sqlite3.connect(
-                    engine.path,
-                    timeout=engine.timeout,
-                    isolation_level=None,
-                    check_same_thread=False,
-                )
-                if engine.path != ":memory:":
-                    conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute(f"PRAGMA synchronous={self.synchronous}")
-                conn.execute(f"PRAGMA busy_timeout={int(engine.timeout * 1000)}")
-            except sqlite3.Error as exc:
-                raise self._error(exc) from exc
-            self._local.conn = conn
-            with self._guard:
-                self._connections.append(conn)
-        return conn
-
-    def _error(self, exc: sqlite3.Error) -> EngineError:
-        url = self._engine.url
-        if isinstance(exc, sqlite3.OperationalError) and (
-            "locked" in str(exc) or "busy" in str(exc)
-        ):
-            return EngineUnavailableError(
-                f"SQLite saga log at {url} stayed locked by another writer ({exc}); keep write "
-                "transactions short, or raise the engine's timeout",
-                url=url,
-            )
-        return EngineError(f"SQLite saga log at {url} failed: {exc}", url=url)
+        return self._connections.get()
 
     @contextmanager
     def _writing(self, transaction: Transaction | None) -> Iterator[sqlite3.Connection]:
@@ -431,11 +399,7 @@ class SqliteSagaLog:
 
     def close(self) -> None:
         """Close the log's own connections (and the engine, if the log opened it from a URL)."""
-        with self._guard:
-            for conn in self._connections:
-                conn.close()
-            self._connections.clear()
-        self._local = threading.local()
+        self._connections.close()
         if self._owns_engine:
             self._engine.close()
 

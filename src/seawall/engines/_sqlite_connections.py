@@ -1,4 +1,4 @@
-"""Per-thread SQLite connections shared by the coordination stores (locks, semaphores)."""
+"""Per-thread SQLite connections for stores that keep their own (locks, semaphores, logs)."""
 
 from __future__ import annotations
 
@@ -21,9 +21,19 @@ class SqliteConnections:
     connection opened here. A ``:memory:`` engine shares its single connection.
     """
 
-    def __init__(self, engine: SqliteEngine, *, timeout: float, create: Sequence[str]) -> None:
+    def __init__(
+        self,
+        engine: SqliteEngine,
+        *,
+        timeout: float | None = None,
+        synchronous: str | None = None,
+        create: Sequence[str] = (),
+        what: str = "database",
+    ) -> None:
         self.engine = engine
-        self.timeout = timeout
+        self.timeout = engine.timeout if timeout is None else timeout
+        self.synchronous = synchronous
+        self.what = what
         self._create = tuple(create)
         self._local = threading.local()
         self._opened: list[sqlite3.Connection] = []
@@ -41,6 +51,8 @@ class SqliteConnections:
         conn.execute(f"PRAGMA busy_timeout={int(self.timeout * 1000)}")
         if relaxed:
             conn.execute("PRAGMA synchronous=NORMAL")
+        elif self.synchronous is not None:
+            conn.execute(f"PRAGMA synchronous={self.synchronous}")
         with self._guard:
             self._opened.append(conn)
         return conn
@@ -71,13 +83,13 @@ class SqliteConnections:
             "locked" in str(exc) or "busy" in str(exc) or "unable to open" in str(exc)
         ):
             return EngineUnavailableError(
-                f"SQLite database {self.engine.path!r} did not answer ({exc}); another "
+                f"SQLite {self.what} {self.engine.path!r} did not answer ({exc}); another "
                 f"connection held its write lock for over {self.timeout}s or the file cannot "
                 "be opened: keep write transactions short, or raise the store's timeout",
                 url=self.engine.url,
             )
         return EngineError(
-            f"SQLite database {self.engine.path!r} failed: {exc}", url=self.engine.url
+            f"SQLite {self.what} {self.engine.path!r} failed: {exc}", url=self.engine.url
         )
 
     def close(self) -> None:
