@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from seawall._version import __version__
+from seawall.shop._cli import OneLineErrorsGroup
 
 __all__ = ["app", "main"]
 
@@ -16,7 +17,8 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 demo_app = typer.Typer(
-    help="Run a demonstration on the embedded default (nothing to install).",
+    cls=OneLineErrorsGroup,
+    help="Run the reference shop (four services, a saga, faults) on the embedded default.",
     invoke_without_command=True,
 )
 app.add_typer(demo_app, name="demo")
@@ -34,9 +36,20 @@ def _mount_workflows() -> None:
 
     app.add_typer(saga_app, name="saga")
 
+    from seawall.workflows.choreography._cli import choreography_app
+
+    app.add_typer(choreography_app, name="choreography")
+
+
+def _mount_simulation() -> None:
+    from seawall.simulation._cli import simulate_command
+
+    app.command("simulate")(simulate_command)
+
 
 _mount_messaging()
 _mount_workflows()
+_mount_simulation()
 
 
 def _version_callback(value: bool) -> None:
@@ -61,13 +74,42 @@ def _root(
 @demo_app.callback()
 def _demo_default(
     context: typer.Context,
-    clients: int = typer.Option(40, min=1, max=1000, help="Concurrent clients."),
-    seconds: float = typer.Option(3.0, min=0.5, max=120.0, help="Seconds each run lasts."),
-    seed: int = typer.Option(7, help="Seed of the downstream's faults, for a repeatable run."),
+    orders: int = typer.Option(200, help="Orders to place."),
+    clients: int = typer.Option(8, help="Concurrent clients placing them."),
+    chaos: str = typer.Option("mild", help="Faults to inject: none, mild or wild."),
+    engine: str = typer.Option("sqlite", help="sqlite (embedded) or postgres (with --redis)."),
+    data: str | None = typer.Option(
+        None, help="Folder for the databases and service logs (default: a temporary one)."
+    ),
+    postgres: str | None = typer.Option(None, help="PostgreSQL URL, with --engine postgres."),
+    redis: str | None = typer.Option(None, help="Redis URL for queues and rate limits."),
+    seed: int = typer.Option(7, help="Seed of the fault injector and the order mix."),
+    keep: bool = typer.Option(False, help="Keep the run's PostgreSQL schemas and Redis keys."),
+    report_json: str | None = typer.Option(
+        None, "--report-json", help="Also write the report as JSON to this file."
+    ),
 ) -> None:
-    """Without a sub-command: the resilience demo."""
+    """Without a sub-command: the reference shop (`seawall demo resilience`: the policy demo).
+
+    Starts orders, payments, inventory and shipping as four processes, places orders
+    through an orchestrated saga while injecting faults, then checks the invariants
+    (exit code 1 if one fails, 2 for bad options).
+    """
     if context.invoked_subcommand is None:
-        _run_resilience(clients, seconds, seed)
+        from seawall.shop._cli import run_demo_command
+
+        run_demo_command(
+            orders=orders,
+            clients=clients,
+            chaos=chaos,
+            engine=engine,
+            data=data,
+            postgres=postgres,
+            redis=redis,
+            seed=seed,
+            keep=keep,
+            report_json=report_json,
+        )
 
 
 @demo_app.command("resilience")
