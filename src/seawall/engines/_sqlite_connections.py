@@ -5,12 +5,26 @@ from __future__ import annotations
 import os
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Final
 
 from seawall.engines.sqlite import SqliteEngine
-from seawall.errors import EngineError, EngineUnavailableError
+from seawall.errors import ConfigurationError, EngineError, EngineUnavailableError
 
-__all__ = ["SqliteConnections"]
+__all__ = ["SYNCHRONOUS", "SqliteConnections", "check_synchronous"]
+
+SYNCHRONOUS: Final = ("NORMAL", "FULL", "EXTRA")
+"""The ``PRAGMA synchronous`` levels a store may be given (OFF is never offered)."""
+
+
+def check_synchronous(owner: str, synchronous: object) -> str:
+    """A ``PRAGMA synchronous`` level the caller may choose, upper-cased."""
+    if not isinstance(synchronous, str) or synchronous.upper() not in SYNCHRONOUS:
+        raise ConfigurationError(
+            f"{owner}(synchronous={synchronous!r}) is invalid: use one of {SYNCHRONOUS}"
+        )
+    return synchronous.upper()
 
 
 class SqliteConnections:
@@ -91,6 +105,22 @@ class SqliteConnections:
         return EngineError(
             f"SQLite {self.what} {self.engine.path!r} failed: {exc}", url=self.engine.url
         )
+
+    @contextmanager
+    def writing(self) -> Iterator[sqlite3.Connection]:
+        """One ``BEGIN IMMEDIATE`` transaction on this thread's connection, committed at the end."""
+        conn = self.get()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            raise self.error(exc) from exc
 
     def close(self) -> None:
         """Close every connection opened here (the engine itself stays open)."""

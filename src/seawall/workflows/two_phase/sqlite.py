@@ -19,10 +19,10 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from seawall.engines._base import engine_for
+from seawall.engines._sqlite_connections import SqliteConnections, check_synchronous
 from seawall.engines.sqlite import SqliteEngine
 from seawall.workflows.saga._log import check_prefix
 from seawall.workflows.two_phase._model import Decision, DecisionRecord
-from seawall.workflows.two_phase._sqlite_base import SqliteConnections, check_synchronous
 
 if TYPE_CHECKING:
     from seawall.clock import Clock
@@ -59,7 +59,9 @@ class SqliteDecisionLog:
         self._engine: SqliteEngine = opened
         self.table_prefix = check_prefix(table_prefix)
         self._db = SqliteConnections(
-            opened, check_synchronous("SqliteDecisionLog", synchronous), "decision log"
+            opened,
+            synchronous=check_synchronous("SqliteDecisionLog", synchronous),
+            what="decision log",
         )
         self._now: Callable[[], float] = time.time if clock is None else clock.now
         table = self.table = f"{self.table_prefix}2pc_decisions"

@@ -40,12 +40,12 @@ from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 from seawall.codec import JsonCodec
 from seawall.engines._base import Transaction, engine_for
+from seawall.engines._sqlite_connections import SqliteConnections, check_synchronous
 from seawall.engines.sqlite import SqliteEngine
 from seawall.errors import ConfigurationError
 from seawall.workflows.saga._log import check_prefix
 from seawall.workflows.two_phase._errors import HeuristicOutcomeError, KeyLockedError
 from seawall.workflows.two_phase._model import ParticipantState, Vote, check_name
-from seawall.workflows.two_phase._sqlite_base import SqliteConnections, check_synchronous
 
 if TYPE_CHECKING:
     from seawall.engines._base import Engine
@@ -115,7 +115,9 @@ class SqliteParticipant:
         self._name = check_name(name, "name")
         self.table_prefix = prefix = check_prefix(table_prefix)
         self._db = SqliteConnections(
-            opened, check_synchronous("SqliteParticipant", synchronous), "participant"
+            opened,
+            synchronous=check_synchronous("SqliteParticipant", synchronous),
+            what="participant",
         )
         self._prepared = f"{prefix}2pc_prepared"
         self._locks = f"{prefix}2pc_locks"
