@@ -13,6 +13,7 @@ from seawall.errors import ConfigurationError, UnsupportedEngineError
 
 if TYPE_CHECKING:
     from seawall.messaging.queue import Queue
+    from seawall.messaging.topic import Topic
 
 __all__ = ["Engine", "connect", "register_engine"]
 
@@ -37,6 +38,12 @@ class Engine:
         from seawall.messaging.queue import open_queue
 
         return open_queue(self, name, **options)
+
+    def topic(self, name: str, **options: Any) -> Topic:
+        """The pub/sub topic ``name`` on this engine (see :mod:`seawall.messaging.topic`)."""
+        from seawall.messaging.topic import open_topic
+
+        return open_topic(self, name, **options)
 
     def transaction(self) -> AbstractContextManager[Transaction]:
         """A database transaction that several stores can join (SQLite and PostgreSQL).
@@ -122,6 +129,10 @@ _REGISTRY: dict[str, str] = {
     "postgresql": "seawall.engines.postgres:PostgresEngine",
     "postgres": "seawall.engines.postgres:PostgresEngine",
     "etcd": "seawall.engines.etcd:EtcdEngine",
+    "nats": "seawall.engines.nats:NatsEngine",
+    "tls": "seawall.engines.nats:NatsEngine",
+    "amqp": "seawall.engines.amqp:AmqpEngine",
+    "amqps": "seawall.engines.amqp:AmqpEngine",
 }
 
 
