@@ -6,7 +6,7 @@ import importlib
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from seawall.clock import Clock
 from seawall.codec import Codec, resolve_codec
@@ -20,6 +20,9 @@ from seawall.messaging.queue._validate import (
     check_positive,
     check_positive_int,
 )
+
+if TYPE_CHECKING:
+    from seawall.messaging.claim_check import ClaimCheck
 
 __all__ = [
     "DEFAULT_DEDUP_WINDOW",
@@ -70,6 +73,16 @@ _BACKENDS: dict[str, _Backend] = {
         "seawall.messaging.queue.redis:redis_queue_names",
         async_store="seawall.messaging.queue.redis:AsyncRedisQueueStore",
     ),
+    "nats": _Backend(
+        "seawall.messaging.queue.nats:NatsQueueStore",
+        "seawall.messaging.queue.nats:nats_queue_names",
+        async_store="seawall.messaging.queue.nats:AsyncNatsQueueStore",
+    ),
+    "rabbitmq": _Backend(
+        "seawall.messaging.queue.rabbitmq:RabbitQueueStore",
+        "seawall.messaging.queue.rabbitmq:rabbitmq_queue_names",
+        async_store="seawall.messaging.queue.rabbitmq:AsyncRabbitQueueStore",
+    ),
 }
 
 
@@ -100,6 +113,7 @@ def open_queue(
     dedup_window: float = DEFAULT_DEDUP_WINDOW,
     clock: Clock | None = None,
     create: bool = True,
+    claim_check: ClaimCheck | None = None,
     **engine_options: Any,
 ) -> Queue:
     """Open (and by default declare) the durable queue ``name`` on ``engine`` (or a URL).
@@ -107,6 +121,8 @@ def open_queue(
     ``engine_options`` go to the engine's store (SQLite: ``synchronous``,
     ``durable_acks``). ``clock`` drives every timestamp and wait by hand (tests).
     ``create=False`` raises :class:`UnknownQueueError` for a queue never declared.
+    ``claim_check`` (a :class:`~seawall.messaging.claim_check.ClaimCheck`) stores bodies
+    over its threshold as blobs and sends a reference instead.
     """
     engine = connect(engine)
     backend = _backend(engine)
@@ -116,6 +132,7 @@ def open_queue(
     max_deliveries = check_positive_int("max_deliveries", max_deliveries)
     max_message_size = check_positive_int("max_message_size", max_message_size)
     dedup_window = check_positive("dedup_window", dedup_window)
+    _check_claim_check(claim_check, max_message_size)
     if clock is not None and not callable(getattr(clock, "now", None)):
         raise ConfigurationError(f"clock={clock!r} must be a seawall Clock (now/sleep/asleep)")
     store_class = _load(backend.store)
@@ -160,7 +177,27 @@ def open_queue(
         max_message_size=max_message_size,
         clock=clock,
         async_store=async_factory,
+        claim_check=claim_check,
+        engine=engine,
     )
+
+
+def _check_claim_check(claim_check: ClaimCheck | None, max_message_size: int) -> None:
+    if claim_check is None:
+        return
+    from seawall.messaging.claim_check import ClaimCheck
+
+    if not isinstance(claim_check, ClaimCheck):
+        raise ConfigurationError(
+            f"claim_check={claim_check!r} must be a ClaimCheck, e.g. "
+            "ClaimCheck(FileBlobStore(directory), threshold=65536)"
+        )
+    if claim_check.threshold > max_message_size:
+        raise ConfigurationError(
+            f"claim check threshold={claim_check.threshold} is over max_message_size="
+            f"{max_message_size}: bodies between the two could be sent by neither way; lower "
+            "the threshold or raise max_message_size"
+        )
 
 
 def _check_engine_options(engine: Engine, store_class: type, options: dict[str, Any]) -> None:
@@ -176,7 +213,7 @@ def _check_engine_options(engine: Engine, store_class: type, options: dict[str, 
         raise ConfigurationError(
             f"unknown queue option(s) {', '.join(unknown)} for the {engine.kind} engine; "
             f"common options: codec, visibility_timeout, max_deliveries, max_message_size, "
-            f"dedup_window, clock, create; {engine.kind} options: "
+            f"dedup_window, clock, create, claim_check; {engine.kind} options: "
             f"{', '.join(sorted(accepted)) or 'none'}"
         )
 

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from seawall.clock import SYSTEM_CLOCK, Clock
 from seawall.codec import Codec
 from seawall.events import EventHub
+from seawall.messaging.claim_check._claim import CLAIM_CHECK_HEADER
+from seawall.messaging.claim_check._hooks import ClaimHooks
 from seawall.messaging.queue._errors import MessageTooLargeError, StaleReceiptError
 from seawall.messaging.queue._events import MessageRedelivered, StaleReceiptRejected
 from seawall.messaging.queue._model import (
@@ -43,7 +46,8 @@ from seawall.messaging.queue._validate import (
 )
 
 if TYPE_CHECKING:
-    from seawall.engines._base import Transaction
+    from seawall.engines._base import Engine, Transaction
+    from seawall.messaging.claim_check import ClaimCheck
 
 __all__ = ["DeadLetters", "Queue"]
 
@@ -66,6 +70,8 @@ class Queue:
         max_message_size: int,
         clock: Clock | None = None,
         async_store: Callable[[], AsyncQueueStore] | None = None,
+        claim_check: ClaimCheck | None = None,
+        engine: Engine | None = None,
     ) -> None:
         self.name = store.name
         self.store = store
@@ -79,6 +85,21 @@ class Queue:
         self._decode = codec.decode
         self._async_store_factory = async_store
         self._async_store: AsyncQueueStore | None = None
+        self.engine = engine
+        """The engine the queue lives on (None when built by hand around a store)."""
+        self.claim_check = claim_check
+        """Where bodies over its threshold go (None: every body travels inline)."""
+        self._claims: ClaimHooks | None = None
+        self._received: Callable[
+            [list[StoredMessage]], tuple[list[Message], list[tuple[StoredMessage, str]]]
+        ] = self._messages
+        self._size_limit = self.max_message_size
+        self._claim_threshold = sys.maxsize
+        if claim_check is not None:
+            self._claims = ClaimHooks(self, claim_check)
+            self._size_limit = sys.maxsize
+            self._claim_threshold = claim_check.threshold
+            self._received = self._claims.messages
 
     @property
     def max_deliveries(self) -> int:
@@ -106,7 +127,7 @@ class Queue:
         dedup_id: str | None,
     ) -> OutgoingMessage:
         data = self._encode(body)
-        if len(data) > self.max_message_size:
+        if len(data) > self._size_limit:
             raise MessageTooLargeError(self.name, len(data), self.max_message_size)
         if priority.__class__ is not int or not 0 <= priority <= MAX_PRIORITY:
             check_priority(priority)
@@ -139,12 +160,12 @@ class Queue:
             return []
         first = self._outgoing(items[0], headers, priority, delay, None)
         headers, delay = first.headers, first.delay
-        encode, limit = self._encode, self.max_message_size
+        encode, limit = self._encode, self._size_limit
         batch = [first]
         for item in items[1:]:
             data = encode(item)
             if len(data) > limit:
-                raise MessageTooLargeError(self.name, len(data), limit)
+                raise MessageTooLargeError(self.name, len(data), self.max_message_size)
             batch.append(OutgoingMessage(data, headers, priority, delay, None))
         return batch
 
@@ -170,7 +191,7 @@ class Queue:
             try:
                 body = decode(record.body)
             except Exception as exc:  # any codec failure: the message is dead-lettered
-                failed.append((record, f"body cannot be decoded: {type(exc).__name__}: {exc}"))
+                failed.append((record, self._undecodable(record, exc)))
                 continue
             messages.append(
                 Message(
@@ -192,11 +213,19 @@ class Queue:
                     )
         return messages, failed
 
+    def _undecodable(self, record: StoredMessage, error: Exception) -> str:
+        if self._claims is None and record.headers and CLAIM_CHECK_HEADER in record.headers:
+            return (
+                f"body is a claim check reference ({record.headers[CLAIM_CHECK_HEADER]!r}) but "
+                "this queue has no claim_check: open it with the producers' claim_check=..."
+            )
+        return f"body cannot be decoded: {type(error).__name__}: {error}"
+
     def _peeked(self, records: list[QueuedMessage]) -> list[QueuedMessage]:
         return [
             QueuedMessage(
                 record.id,
-                self._decoded_or_raw(record.body),
+                self._shown(record.body, record.headers),
                 record.headers or NO_HEADERS,
                 record.priority,
                 record.delivery_count,
@@ -210,7 +239,7 @@ class Queue:
     def _dead(self, record: DeadLetter) -> DeadLetter:
         return DeadLetter(
             record.id,
-            self._decoded_or_raw(record.body),
+            self._shown(record.body, record.headers),
             record.headers or NO_HEADERS,
             record.priority,
             record.delivery_count,
@@ -219,6 +248,12 @@ class Queue:
             record.reason,
             record.last_error,
         )
+
+    def _shown(self, data: bytes, headers: Mapping[str, str] | None) -> Any:
+        """A stored body for inspection: claim checks resolved, decoded when possible."""
+        if self._claims is not None and headers:
+            data = self._claims.shown(data, headers)
+        return self._decoded_or_raw(data)
 
     def _decoded_or_raw(self, data: bytes) -> Any:
         try:
@@ -257,6 +292,8 @@ class Queue:
         ``transaction`` joins a caller's database transaction (SQLite, PostgreSQL).
         """
         message = self._outgoing(body, headers, priority, delay, dedup_id)
+        if len(message.body) > self._claim_threshold and self._claims is not None:
+            return self._claims.send(message, transaction)
         return self.store.send(
             message.body, message.headers, priority, message.delay, dedup_id, transaction
         )
@@ -273,6 +310,8 @@ class Queue:
     ) -> str:
         """Asyncio twin of :meth:`send`."""
         message = self._outgoing(body, headers, priority, delay, dedup_id)
+        if len(message.body) > self._claim_threshold and self._claims is not None:
+            return await self._claims.asend(message, transaction)
         return await self.async_store.send(
             message.body, message.headers, priority, message.delay, dedup_id, transaction
         )
@@ -291,7 +330,10 @@ class Queue:
         The options apply to every plain body; wrap a body in :class:`Envelope` to
         give it its own headers, priority, delay or dedup_id.
         """
-        return self.store.send_many(self._batch(bodies, headers, priority, delay), transaction)
+        batch = self._batch(bodies, headers, priority, delay)
+        if self._claims is not None:
+            return self._claims.send_many(batch, transaction)
+        return self.store.send_many(batch, transaction)
 
     async def asend_many(
         self,
@@ -304,6 +346,8 @@ class Queue:
     ) -> list[str]:
         """Asyncio twin of :meth:`send_many`."""
         batch = self._batch(bodies, headers, priority, delay)
+        if self._claims is not None:
+            return await self._claims.asend_many(batch, transaction)
         return await self.async_store.send_many(batch, transaction)
 
     # -- receiving -------------------------------------------------------------------------
@@ -327,7 +371,7 @@ class Queue:
         records = self.store.receive(max_messages, timeout, wait)
         if not records:
             return []
-        messages, failed = self._messages(records)
+        messages, failed = self._received(records)
         if not failed:
             return messages
         deadline = self._deadline(wait)
@@ -339,7 +383,7 @@ class Queue:
             records = self.store.receive(max_messages, timeout, self._remaining(deadline))
             if not records:
                 return []
-            messages, failed = self._messages(records)
+            messages, failed = self._received(records)
 
     async def areceive(
         self,
@@ -356,7 +400,12 @@ class Queue:
         while True:
             if not records:
                 return []
-            messages, failed = self._messages(records)
+            if self._claims is not None:
+                records, missing = await self._claims.aresolve(records)
+                messages, failed = self._messages(records)
+                failed.extend(missing)
+            else:
+                messages, failed = self._messages(records)
             for record, reason in failed:
                 await store.dead_letter(record.id, record.token, reason)
             if messages:
@@ -373,6 +422,8 @@ class Queue:
         """
         if not self.store.ack(message.id, message.token, transaction):
             raise self._stale("ack", [message.id])
+        if self._claims is not None:
+            self._claims.acked([message], transaction)
 
     async def aack(
         self, message: Message | Receipt, *, transaction: Transaction | None = None
@@ -380,6 +431,8 @@ class Queue:
         """Asyncio twin of :meth:`ack`."""
         if not await self.async_store.ack(message.id, message.token, transaction):
             raise self._stale("ack", [message.id])
+        if self._claims is not None:
+            await self._claims.aacked([message], transaction)
 
     def ack_many(
         self, messages: Iterable[Message | Receipt], *, transaction: Transaction | None = None
@@ -389,7 +442,10 @@ class Queue:
         Every receipt that still holds its message is acknowledged; if some were
         stale, :class:`StaleReceiptError` then lists them.
         """
-        stale = self.store.ack_many(list(messages), transaction)
+        receipts = list(messages)
+        stale = self.store.ack_many(receipts, transaction)
+        if self._claims is not None:
+            self._claims.acked(_settled(receipts, stale), transaction)
         if stale:
             raise self._stale("ack_many", [receipt.id for receipt in stale])
 
@@ -397,7 +453,10 @@ class Queue:
         self, messages: Iterable[Message | Receipt], *, transaction: Transaction | None = None
     ) -> None:
         """Asyncio twin of :meth:`ack_many`."""
-        stale = await self.async_store.ack_many(list(messages), transaction)
+        receipts = list(messages)
+        stale = await self.async_store.ack_many(receipts, transaction)
+        if self._claims is not None:
+            await self._claims.aacked(_settled(receipts, stale), transaction)
         if stale:
             raise self._stale("ack_many", [receipt.id for receipt in stale])
 
@@ -542,12 +601,18 @@ class DeadLetters:
         return await self._queue.async_store.redrive(_ids(message_ids))
 
     def purge(self) -> int:
-        """Delete every dead letter for good; return how many."""
-        return self._queue.store.purge_dead_letters()
+        """Delete every dead letter for good (and their claim-check blobs); return how many."""
+        claims = self._queue._claims
+        if claims is None:
+            return self._queue.store.purge_dead_letters()
+        return claims.purge_dead_letters()
 
     async def apurge(self) -> int:
         """Asyncio twin of :meth:`purge`."""
-        return await self._queue.async_store.purge_dead_letters()
+        claims = self._queue._claims
+        if claims is None:
+            return await self._queue.async_store.purge_dead_letters()
+        return await claims.apurge_dead_letters()
 
     def count(self) -> int:
         """How many dead letters there are."""
@@ -555,6 +620,14 @@ class DeadLetters:
 
     def __repr__(self) -> str:
         return f"DeadLetters({self._queue.name!r})"
+
+
+def _settled(receipts: list[Message | Receipt], stale: Sequence[Any]) -> list[Message | Receipt]:
+    """The receipts of an ``ack_many`` that were acknowledged (not among the stale ones)."""
+    if not stale:
+        return receipts
+    stale_ids = {(receipt.id, receipt.token) for receipt in stale}
+    return [receipt for receipt in receipts if (receipt.id, receipt.token) not in stale_ids]
 
 
 def _ids(message_ids: str | Iterable[str] | None) -> list[str] | None:
