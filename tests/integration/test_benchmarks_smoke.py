@@ -83,3 +83,46 @@ def test_the_outbox_benchmark_runs(tmp_path: Path) -> None:
     assert completed.returncode == 0, completed.stderr[-3000:]
     lines = (tmp_path / "out.jsonl").read_text().splitlines()
     assert any('"lib": "seawall' in line for line in lines)
+
+
+def test_the_choreography_benchmark_runs(tmp_path: Path) -> None:
+    completed = _run("workflows_choreography.py", tmp_path)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "choreography beside orchestration" in completed.stdout
+    lines = (tmp_path / "out.jsonl").read_text().splitlines()
+    assert any('"lib": "seawall"' in line for line in lines)
+
+
+def test_the_commit_benchmark_runs(tmp_path: Path) -> None:
+    completed = _run("workflows_commit.py", tmp_path)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "seawall two-phase commit" in completed.stdout
+    lines = (tmp_path / "out.jsonl").read_text().splitlines()
+    assert any('"lib": "seawall"' in line for line in lines)
+
+
+def test_the_shop_benchmark_runs(tmp_path: Path) -> None:
+    completed = _run("shop.py", tmp_path)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "seawall shop end to end" in completed.stdout
+    lines = (tmp_path / "out.jsonl").read_text().splitlines()
+    assert any('"lib": "seawall"' in line for line in lines)
+
+
+def test_the_simulation_benchmark_runs(tmp_path: Path) -> None:
+    completed = _run("simulation.py", tmp_path)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "seawall simulation" in completed.stdout
+
+
+def test_the_request_reply_benchmark_runs(tmp_path: Path) -> None:
+    completed = _run("messaging_request_reply.py", tmp_path)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "request-reply and claim check" in completed.stdout
+
+
+def test_the_topics_benchmark_runs(tmp_path: Path) -> None:
+    completed = _run("messaging_topics.py", tmp_path)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    lines = (tmp_path / "out.jsonl").read_text().splitlines()
+    assert any('"lib": "seawall"' in line for line in lines)

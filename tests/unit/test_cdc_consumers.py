@@ -19,6 +19,7 @@ from seawall.eventsourcing.cdc import (
     ChangeSource,
     EventStoreFeed,
     QueueSink,
+    TopicSink,
     cache_key,
     change_headers,
 )
@@ -86,6 +87,41 @@ async def test_queue_sink_async() -> None:
     await QueueSink(queue).ahandle_batch([INSERT, INSERT, DELETE])
     messages = await queue.areceive(max_messages=10)
     assert [message.body["op"] for message in messages] == ["c", "d"]
+
+
+def test_topic_sink_publishes_every_change_keyed_by_its_row(tmp_path: Path) -> None:
+    from seawall.messaging.topic import open_topic
+
+    topic = open_topic(f"sqlite:///{tmp_path / 't.db'}", "changes")
+    group = topic.group("search-index")
+    sink = TopicSink(topic)
+    sink.handle_batch([INSERT, UPDATE])
+    sink(DELETE)
+    sink(change("c", after={"line": "x"}, key=None, table="audit"))  # no primary key
+    first = group.receive(max_messages=10)
+    # one row's changes go one at a time: the update waits for the insert's ack
+    assert [(message.key, message.body["op"]) for message in first] == [
+        ("main.orders:1", "c"),
+        ("main.orders:9", "d"),
+        ("main.audit", "c"),
+    ]
+    assert first[0].body == INSERT.to_debezium()
+    assert first[0].headers["cdc-id"] == "shop:10:0"
+    group.ack(first[0])
+    [update] = group.receive(max_messages=10)
+    assert update.body["op"] == "u"
+    assert update.offset > first[0].offset
+    topic.close()
+
+
+async def test_topic_sink_async_with_a_custom_body() -> None:
+    from seawall.messaging.topic import open_topic
+
+    topic = open_topic("memory://", "changes")
+    group = topic.group("cache")
+    await TopicSink(topic, body=lambda event: event.after).ahandle_batch([INSERT, REKEY])
+    messages = await group.areceive(max_messages=10)
+    assert [message.body for message in messages] == [INSERT.after, REKEY.after]
 
 
 def test_cache_invalidator_names_every_stale_key() -> None:

@@ -13,6 +13,13 @@ PACKAGES = [
     "seawall.messaging",
     "seawall.eventsourcing",
     "seawall.workflows",
+    "seawall.workflows.two_phase",
+    "seawall.workflows.three_phase",
+    "seawall.workflows.choreography",
+    "seawall.simulation",
+    "seawall.messaging.request_reply",
+    "seawall.messaging.claim_check",
+    "seawall.messaging.topic",
     "seawall.coordination",
     "seawall.idempotency",
 ]

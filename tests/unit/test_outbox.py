@@ -32,6 +32,7 @@ from seawall.messaging.outbox import (
     OutboxStats,
     QueuePublisher,
     RelayAlreadyRunningError,
+    TopicPublisher,
 )
 from seawall.resilience import Retry, constant
 
@@ -347,6 +348,39 @@ def test_queue_publisher_single_queue_and_bad_target() -> None:
     assert [m.body for m in queue.receive(10)] == [1, 2]
     with pytest.raises(ConfigurationError, match="QueuePublisher"):
         QueuePublisher("not a queue")  # type: ignore[arg-type]
+
+
+def test_topic_publisher_keeps_the_outbox_key_and_id(outbox: Outbox, clock: ManualClock) -> None:
+    from seawall.messaging.topic import open_topic
+
+    engine = seawall.connect("memory://")
+    topics = {name: open_topic(engine, name) for name in ("orders", "emails")}
+    billing = topics["orders"].group("billing")
+    ids = outbox.add_many("orders", [{"n": 1}, {"n": 2}], key="o1")
+    outbox.add("orders", {"n": 3}, key="o2")
+    outbox.add("emails", "hi")
+    assert relay_for(outbox, TopicPublisher(topics.__getitem__), clock).drain() == 4
+    first = billing.receive(max_messages=10)
+    # per-key order in the group: o1's second message waits for the first one's ack
+    assert [(m.key, m.body) for m in first] == [("o1", {"n": 1}), ("o2", {"n": 3})]
+    assert first[0].headers[MESSAGE_ID_HEADER] == ids[0]
+    assert first[0].headers["seawall-topic"] == "orders"
+    billing.ack(first[0])
+    assert [m.body for m in billing.receive(max_messages=10)] == [{"n": 2}]
+    assert [m.body for m in topics["emails"].group("mail").receive(max_messages=10)] == ["hi"]
+
+
+async def test_topic_publisher_single_topic_async_and_bad_target() -> None:
+    from seawall.messaging.topic import open_topic
+
+    topic = open_topic("memory://", "all")
+    group = topic.group("audit")
+    publisher = TopicPublisher(topic)
+    await publisher.apublish(OutboxMessage("id1", "x", None, 1, {}, 1, 0.0, 1))
+    await publisher.apublish_many([OutboxMessage("id2", "y", "k", 2, {}, 2, 0.0, 1)])
+    assert [m.body for m in await group.areceive(max_messages=10)] == [1, 2]
+    with pytest.raises(ConfigurationError, match="TopicPublisher"):
+        TopicPublisher("not a topic")  # type: ignore[arg-type]
 
 
 def test_a_failing_batch_publish_falls_back_to_one_at_a_time(

@@ -29,6 +29,7 @@ from seawall.eventsourcing.cdc import (
     ChangePosition,
     EventStoreFeed,
     QueueSink,
+    TopicSink,
     acapture,
     capture,
 )
@@ -134,6 +135,7 @@ __all__ = [
     "ProjectionReset",
     "ProjectionRunner",
     "QueueSink",
+    "TopicSink",
     "ReadModel",
     "RecordedEvent",
     "Repository",

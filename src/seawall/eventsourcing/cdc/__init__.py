@@ -24,6 +24,7 @@ from seawall.eventsourcing.cdc._consumers import (
     ChangeHandler,
     EventStoreFeed,
     QueueSink,
+    TopicSink,
     cache_key,
     change_headers,
 )
@@ -72,6 +73,7 @@ __all__ = [
     "PLUGINS",
     "PgOutputDecoder",
     "QueueSink",
+    "TopicSink",
     "SlotInUseError",
     "SlotMismatchError",
     "SnapshotCompleted",

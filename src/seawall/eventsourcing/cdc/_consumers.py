@@ -26,8 +26,10 @@ from seawall.eventsourcing.cdc._model import OP_NAMES, ChangeEvent
 if TYPE_CHECKING:
     from seawall.eventsourcing.store import AppendRequest, AsyncEventStore, EventStore
     from seawall.messaging.queue import Envelope, Queue
+    from seawall.messaging.topic import Topic, TopicRecord
 
 __all__ = [
+    "TopicSink",
     "AsyncChangeHandler",
     "BatchChangeHandler",
     "CacheInvalidator",
@@ -129,6 +131,48 @@ class QueueSink:
     async def ahandle_batch(self, events: Sequence[ChangeEvent]) -> None:
         """Asyncio twin of :meth:`handle_batch`."""
         await self.queue.asend_many(self._envelopes(events))
+
+
+class TopicSink:
+    """Publishes every change to a seawall topic (body: the Debezium envelope).
+
+    The message key is the changed row's table and primary key (the table alone for a
+    table without one), so every consumer group sees the changes of one row in commit
+    order; :func:`change_headers` carry the
+    change's stable id (``cdc-id``) for an inbox to drop a change delivered twice.
+    ``body`` turns an event into the body.
+    """
+
+    def __init__(self, topic: Topic, *, body: Callable[[ChangeEvent], Any] = _debezium) -> None:
+        self.topic = topic
+        self.body = body
+
+    def _records(self, events: Sequence[ChangeEvent]) -> list[TopicRecord]:
+        from seawall.messaging.topic import TopicRecord
+
+        body = self.body
+        return [
+            TopicRecord(body(event), key=_row_key(event), headers=change_headers(event))
+            for event in events
+        ]
+
+    def __call__(self, event: ChangeEvent) -> None:
+        """Publish one change."""
+        self.topic.publish(self.body(event), key=_row_key(event), headers=change_headers(event))
+
+    def handle_batch(self, events: Sequence[ChangeEvent]) -> None:
+        """Publish a batch of changes atomically, in order."""
+        self.topic.publish_many(self._records(events))
+
+    async def ahandle_batch(self, events: Sequence[ChangeEvent]) -> None:
+        """Asyncio twin of :meth:`handle_batch`."""
+        await self.topic.apublish_many(self._records(events))
+
+
+def _row_key(event: ChangeEvent) -> str:
+    """The row's table and primary key; the table alone when it has no primary key."""
+    table = f"{event.source.schema}.{event.source.table}"
+    return table if event.key is None else cache_key(table, event.key)
 
 
 def cache_key(table: str, key: Mapping[str, Any]) -> str:

@@ -44,6 +44,7 @@ from seawall.messaging.outbox._publishers import (
     BatchPublisher,
     Publisher,
     QueuePublisher,
+    TopicPublisher,
 )
 from seawall.messaging.outbox._relay import OutboxRelay
 from seawall.messaging.outbox._store import Listening, OutboxStore
@@ -72,6 +73,7 @@ __all__ = [
     "OutboxStore",
     "Publisher",
     "QueuePublisher",
+    "TopicPublisher",
     "RelayAlreadyRunningError",
     "StoredDead",
     "StoredMessage",

@@ -1,4 +1,4 @@
-"""Where the relay sends messages: any callable, or seawall durable queues.
+"""Where the relay sends messages: any callable, seawall durable queues or topics.
 
 A publisher is a plain callable ``publish(message)`` (or a coroutine function, for
 ``relay.arun()``); raising means "not published, try again later". An object may
@@ -17,6 +17,7 @@ from seawall.messaging.outbox._model import OutboxMessage
 
 if TYPE_CHECKING:
     from seawall.messaging.queue import Envelope, Queue
+    from seawall.messaging.topic import Topic, TopicRecord
 
 __all__ = [
     "MESSAGE_ID_HEADER",
@@ -25,6 +26,7 @@ __all__ = [
     "BatchPublisher",
     "Publisher",
     "QueuePublisher",
+    "TopicPublisher",
 ]
 
 MESSAGE_ID_HEADER: Final = "seawall-message-id"
@@ -140,6 +142,77 @@ class QueuePublisher:
 
     def __repr__(self) -> str:
         return f"QueuePublisher(queues={sorted(self._queues)!r})"
+
+
+class TopicPublisher:
+    """Publishes outbox messages onto seawall topics, with the outbox key as the topic key.
+
+    ``target`` is one :class:`~seawall.messaging.topic.Topic` (every outbox topic goes
+    there) or a function from outbox topic to Topic, e.g.
+    ``lambda name: open_topic(engine, name)``. The key keeps per-key order in every
+    consumer group; the outbox id travels in :data:`MESSAGE_ID_HEADER`, so an inbox
+    drops the copy a relay crash can publish twice (topics keep no dedup window).
+    """
+
+    def __init__(self, target: Topic | Callable[[str], Topic]) -> None:
+        from seawall.messaging.topic import Topic
+
+        if isinstance(target, Topic):
+            topic = target
+            self._route: Callable[[str], Topic] = lambda _name: topic
+        elif callable(target):
+            self._route = target
+        else:
+            raise ConfigurationError(
+                f"TopicPublisher(target={target!r}) needs a Topic or a function from outbox "
+                "topic to Topic (such as lambda name: open_topic(engine, name))"
+            )
+        self._topics: dict[str, Topic] = {}
+
+    def topic_for(self, name: str) -> Topic:
+        """The topic an outbox topic goes to (opened once, then reused)."""
+        topic = self._topics.get(name)
+        if topic is None:
+            topic = self._topics[name] = self._route(name)
+        return topic
+
+    def __call__(self, message: OutboxMessage) -> None:
+        """Publish one message to its topic."""
+        self.topic_for(message.topic).publish(
+            message.body, key=message.key, headers=QueuePublisher.headers(message)
+        )
+
+    async def apublish(self, message: OutboxMessage) -> None:
+        """Asyncio twin of calling the publisher."""
+        await self.topic_for(message.topic).apublish(
+            message.body, key=message.key, headers=QueuePublisher.headers(message)
+        )
+
+    def _groups(self, messages: Sequence[OutboxMessage]) -> list[tuple[Topic, list[TopicRecord]]]:
+        from seawall.messaging.topic import TopicRecord
+
+        groups: dict[str, tuple[Topic, list[TopicRecord]]] = {}
+        for message in messages:
+            group = groups.get(message.topic)
+            if group is None:
+                group = groups[message.topic] = (self.topic_for(message.topic), [])
+            group[1].append(
+                TopicRecord(message.body, key=message.key, headers=QueuePublisher.headers(message))
+            )
+        return list(groups.values())
+
+    def publish_many(self, messages: Sequence[OutboxMessage]) -> None:
+        """Publish a batch: one atomic ``publish_many`` per destination topic, in order."""
+        for topic, records in self._groups(messages):
+            topic.publish_many(records)
+
+    async def apublish_many(self, messages: Sequence[OutboxMessage]) -> None:
+        """Asyncio twin of :meth:`publish_many`."""
+        for topic, records in self._groups(messages):
+            await topic.apublish_many(records)
+
+    def __repr__(self) -> str:
+        return f"TopicPublisher(topics={sorted(self._topics)!r})"
 
 
 def is_batch_publisher(publisher: Any) -> bool:
