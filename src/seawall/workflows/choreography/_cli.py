@@ -6,14 +6,11 @@ group); needs no flow definitions.
 
 from __future__ import annotations
 
-import datetime
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
+from contextlib import AbstractContextManager
 
 import typer
 
-from seawall.errors import SeawallError
+from seawall.workflows._cli_common import fail, opened_store, when
 from seawall.workflows.choreography._model import FlowRecord, FlowStatus
 from seawall.workflows.choreography._open import open_tracker_store
 from seawall.workflows.choreography._store import TrackerStore
@@ -33,43 +30,11 @@ _PREFIX = typer.Option("seawall_", "--table-prefix", help="Prefix of the tracker
 _SCHEMA = typer.Option(None, "--schema", help="PostgreSQL schema of the tables.")
 
 
-@contextmanager
-def _opened(url: str, table_prefix: str, schema: str | None) -> Iterator[TrackerStore]:
+def _opened(
+    url: str, table_prefix: str, schema: str | None
+) -> AbstractContextManager[TrackerStore]:
     """The store at ``url`` (tables are not created); errors become a message and exit code 1."""
-    from seawall.engines import connect
-
-    try:
-        engine = connect(url)
-    except SeawallError as exc:
-        _fail(str(exc))
-    try:
-        options: dict[str, Any] = {}
-        if engine.kind in ("sqlite", "postgres"):
-            options = {"table_prefix": table_prefix, "create": False}
-            if schema is not None and engine.kind == "postgres":
-                options["schema"] = schema
-        try:
-            store = open_tracker_store(engine, **options)
-            try:
-                yield store
-            finally:
-                store.close()
-        except SeawallError as exc:
-            _fail(str(exc))
-    finally:
-        engine.close()
-
-
-def _fail(message: str) -> Any:
-    typer.secho(message, err=True, fg=typer.colors.RED)
-    raise typer.Exit(1)
-
-
-def _when(moment: float | None) -> str:
-    if moment is None:
-        return "-"
-    stamp = datetime.datetime.fromtimestamp(moment, datetime.UTC)
-    return stamp.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    return opened_store(url, open_tracker_store, table_prefix, schema)
 
 
 def _status(record: FlowRecord) -> str:
@@ -103,7 +68,7 @@ def list_flows(
         reason = f"  {record.reason}" if record.reason else ""
         typer.echo(
             f"{record.correlation_id:<34} {record.flow:<16} {_status(record):<26} "
-            f"{record.event_count:>6}  {_when(record.updated_at)}{reason}"
+            f"{record.event_count:>6}  {when(record.updated_at)}{reason}"
         )
 
 
@@ -118,15 +83,15 @@ def show_flow(
     with _opened(url, table_prefix, schema) as store:
         record = store.load(correlation_id)
     if record is None:
-        _fail(f"no business transaction {correlation_id!r} in the tracker store at {url}")
+        fail(f"no business transaction {correlation_id!r} in the tracker store at {url}")
         return
     state = record.state
     typer.echo(f"flow         {record.flow} ({record.correlation_id})")
     typer.echo(f"status       {_status(record)}")
     if record.reason:
         typer.echo(f"reason       {record.reason}")
-    typer.echo(f"started      {_when(record.started_at)} UTC")
-    typer.echo(f"updated      {_when(record.updated_at)} UTC")
+    typer.echo(f"started      {when(record.started_at)} UTC")
+    typer.echo(f"updated      {when(record.updated_at)} UTC")
     typer.echo(f"completed    {', '.join(state.completed) or '-'}")
     if state.failed_step or state.failure:
         typer.echo(f"failed       {state.failed_step or '-'} ({state.failure})")
@@ -146,6 +111,6 @@ def show_flow(
         step = event.step or "(start)"
         data = f"  {event.data}" if event.data is not None else ""
         typer.echo(
-            f"  {event.seq:>4}  {_when(event.at)}  {event.type:<22} {step:<16} "
+            f"  {event.seq:>4}  {when(event.at)}  {event.type:<22} {step:<16} "
             f"{event.event_id[:12]}{data}"
         )

@@ -7,14 +7,11 @@ good once an operator has fixed things by hand.
 
 from __future__ import annotations
 
-import datetime
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
+from contextlib import AbstractContextManager
 
 import typer
 
-from seawall.errors import SeawallError
+from seawall.workflows._cli_common import fail, opened_store, when
 from seawall.workflows.saga._base import open_saga_log, resolve_saga, retry_saga
 from seawall.workflows.saga._log import SagaLog
 from seawall.workflows.saga._model import SagaRecord, SagaStatus
@@ -34,51 +31,16 @@ _PREFIX = typer.Option("seawall_", "--table-prefix", help="Prefix of the saga lo
 _SCHEMA = typer.Option(None, "--schema", help="PostgreSQL schema of the tables.")
 
 
-@contextmanager
-def _opened(url: str, table_prefix: str, schema: str | None) -> Iterator[SagaLog]:
-    """The log at ``url`` (tables are not created); errors become a message and exit code 1."""
-    from seawall.engines import connect
-
-    try:
-        engine = connect(url)
-    except SeawallError as exc:
-        _fail(str(exc))
-    try:
-        options: dict[str, Any] = {}
-        if engine.kind in ("sqlite", "postgres"):
-            options = {"table_prefix": table_prefix, "create": False}
-            if schema is not None and engine.kind == "postgres":
-                options["schema"] = schema
-        try:
-            log = open_saga_log(engine, **options)
-            try:
-                yield log
-            finally:
-                log.close()
-        except SeawallError as exc:
-            _fail(str(exc))
-    finally:
-        engine.close()
-
-
-def _fail(message: str) -> Any:
-    typer.secho(message, err=True, fg=typer.colors.RED)
-    raise typer.Exit(1)
-
-
-def _when(moment: float | None) -> str:
-    if moment is None:
-        return "-"
-    return datetime.datetime.fromtimestamp(moment, datetime.UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[
-        :-3
-    ]
+def _opened(url: str, table_prefix: str, schema: str | None) -> AbstractContextManager[SagaLog]:
+    """The store at ``url`` (tables are not created); errors become a message and exit code 1."""
+    return opened_store(url, open_saga_log, table_prefix, schema)
 
 
 def _summary_line(record: SagaRecord) -> str:
     reason = f"  {record.reason}" if record.reason else ""
     return (
         f"{record.id:<34} {record.name:<20} {record.status.value:<13} "
-        f"{_when(record.updated_at)}{reason}"
+        f"{when(record.updated_at)}{reason}"
     )
 
 
@@ -115,19 +77,19 @@ def show_saga(
     with _opened(url, table_prefix, schema) as log:
         record = log.load(saga_id)
     if record is None:
-        _fail(f"no saga {saga_id!r} in the saga log at {url}")
+        fail(f"no saga {saga_id!r} in the saga log at {url}")
         return
     typer.echo(f"saga      {record.name} ({record.id})")
     typer.echo(f"status    {record.status.value}")
     if record.reason:
         typer.echo(f"reason    {record.reason}")
-    typer.echo(f"created   {_when(record.created_at)} UTC")
-    typer.echo(f"updated   {_when(record.updated_at)} UTC")
+    typer.echo(f"created   {when(record.created_at)} UTC")
+    typer.echo(f"updated   {when(record.updated_at)} UTC")
     if record.deadline_at is not None:
         passed = " (passed)" if record.deadline_passed else ""
-        typer.echo(f"deadline  {_when(record.deadline_at)} UTC{passed}")
+        typer.echo(f"deadline  {when(record.deadline_at)} UTC{passed}")
     if record.owner:
-        typer.echo(f"owner     {record.owner} (lease until {_when(record.lease_until)} UTC)")
+        typer.echo(f"owner     {record.owner} (lease until {when(record.lease_until)} UTC)")
     if record.cancel_requested:
         typer.echo("cancel    requested")
     typer.echo(f"steps     {' -> '.join(' | '.join(group) for group in record.plan)}")
@@ -141,7 +103,7 @@ def show_saga(
     for entry in record.entries:
         step = entry.step or ""
         data = f"  {entry.data}" if entry.data is not None else ""
-        typer.echo(f"  {entry.seq:>4}  {_when(entry.at)}  {entry.kind.value:<12} {step:<20}{data}")
+        typer.echo(f"  {entry.seq:>4}  {when(entry.at)}  {entry.kind.value:<12} {step:<20}{data}")
 
 
 @saga_app.command("retry")
