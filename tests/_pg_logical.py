@@ -1,11 +1,9 @@
 """A throwaway PostgreSQL cluster with ``wal_level=logical``, for change data capture.
 
 The shared test server runs with ``wal_level=replica`` and must not be reconfigured, so
-change capture tests (and ``benchmarks/cdc.py``) start a private cluster instead:
-:func:`start_logical_postgres` runs ``initdb`` into a temporary folder (as the
-``postgres`` OS user when running as root, since ``initdb`` refuses root), starts it on
-a free loopback port with ``wal_level=logical``, yields its URL, and stops it
-(``pg_ctl stop -m fast``) and removes the folder afterwards. Every wait is bounded.
+change capture tests (and ``benchmarks/cdc.py``) start a private cluster instead
+(:class:`_pg_cluster.PrivateCluster` with ``wal_level=logical``):
+:func:`start_logical_postgres` yields its URL and stops and removes it afterwards.
 
 The ``pg_logical_url`` fixture does that once per test session. Missing PostgreSQL
 binaries skip the tests that need them, or fail them when ``postgres`` is named in
@@ -16,152 +14,25 @@ of your own instead (it must run with ``wal_level=logical``).
 from __future__ import annotations
 
 import contextlib
-import os
-import pwd
-import shutil
-import socket
-import subprocess
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
+from _pg_cluster import COMMAND_TIMEOUT, PrivateCluster, pg_bin_dir, shared_cluster_fixture
 
-from _engines import REQUIRED
+__all__ = ["COMMAND_TIMEOUT", "LOGICAL_SETTINGS", "pg_bin_dir", "pg_logical_url",
+           "start_logical_postgres"]  # fmt: skip
 
-BIN_DIRS = (
-    "/usr/lib/postgresql/15/bin",
-    "/usr/lib/postgresql/16/bin",
-    "/usr/lib/postgresql/14/bin",
-)
-"""Where to look for ``initdb`` and ``pg_ctl`` (``SEAWALL_PG_BIN`` overrides)."""
-COMMAND_TIMEOUT = 60.0
-"""Seconds ``initdb``, ``pg_ctl start`` and ``pg_ctl stop`` each get."""
-
-
-def pg_bin_dir() -> str | None:
-    """The folder holding ``initdb`` and ``pg_ctl``, or ``None`` when they are not installed."""
-    candidates = [os.environ["SEAWALL_PG_BIN"]] if os.environ.get("SEAWALL_PG_BIN") else []
-    which = shutil.which("pg_ctl")
-    if which:
-        candidates.append(str(Path(which).parent))
-    candidates.extend(BIN_DIRS)
-    for folder in candidates:
-        if all(
-            os.access(Path(folder) / tool, os.X_OK) for tool in ("initdb", "pg_ctl", "postgres")
-        ):
-            return folder
-    return None
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def _as_owner(command: list[str]) -> list[str]:
-    """Run as the ``postgres`` user when we are root (PostgreSQL refuses to run as root)."""
-    if os.geteuid() != 0:
-        return command
-    return ["runuser", "-u", "postgres", "--", *command]
-
-
-def _run(command: list[str], what: str) -> None:
-    completed = subprocess.run(
-        _as_owner(command), capture_output=True, text=True, timeout=COMMAND_TIMEOUT, check=False
-    )
-    if completed.returncode != 0:
-        raise RuntimeError(
-            f"{what} failed ({completed.returncode}): {completed.stderr[-2000:] or completed.stdout[-2000:]}"
-        )
+LOGICAL_SETTINGS = {"wal_level": "logical", "max_replication_slots": "8", "max_wal_senders": "8"}
+"""Settings of the change capture cluster."""
 
 
 @contextlib.contextmanager
 def start_logical_postgres(bin_dir: str) -> Iterator[str]:
     """Run a private PostgreSQL with ``wal_level=logical``; yields its ``postgresql://`` URL."""
-    workdir = Path(tempfile.mkdtemp(prefix="seawall-pglogical-"))
-    if os.geteuid() == 0:
-        owner = pwd.getpwnam("postgres")
-        os.chown(workdir, owner.pw_uid, owner.pw_gid)
-    data = workdir / "data"
-    log = workdir / "server.log"
-    pg_ctl = str(Path(bin_dir) / "pg_ctl")
-    started = False
-    try:
-        _run(
-            [str(Path(bin_dir) / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
-             "-N", "-E", "UTF8", "--locale=C"],
-            "initdb",
-        )  # fmt: skip
-        port = _free_port()
-        options = (
-            f"-p {port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={workdir} "
-            "-c wal_level=logical -c max_replication_slots=8 -c max_wal_senders=8 "
-            "-c fsync=off -c full_page_writes=off"
-        )
-        _run(
-            [pg_ctl, "-D", str(data), "-o", options, "-l", str(log), "-w", "-t", "30", "start"],
-            "pg_ctl start",
-        )
-        started = True
-        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
-    except RuntimeError as exc:
-        tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
-        raise RuntimeError(f"the throwaway PostgreSQL did not start: {exc}\n{tail}") from exc
-    finally:
-        if started:
-            try:
-                _run(
-                    [pg_ctl, "-D", str(data), "-m", "fast", "-w", "-t", "30", "stop"], "pg_ctl stop"
-                )
-            except (RuntimeError, subprocess.TimeoutExpired):
-                with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
-                    _run([pg_ctl, "-D", str(data), "-m", "immediate", "stop"], "pg_ctl stop")
-        shutil.rmtree(workdir, ignore_errors=True)
+    with PrivateCluster(LOGICAL_SETTINGS, bin_dir=bin_dir) as cluster:
+        yield cluster.url()
 
 
-class _Shared:
-    """One cluster per test process, shared by every module that imports the fixture.
-
-    Each import defines its own session fixture; they all finish at the end of the
-    session, and the last one to finish stops the cluster.
-    """
-
-    stack: contextlib.ExitStack | None = None
-    url = ""
-    users = 0
-
-
-@pytest.fixture(scope="session")
-def pg_logical_url() -> Iterator[str]:
-    """URL of a private PostgreSQL with wal_level=logical (skips, or fails when required)."""
-    configured = os.environ.get("SEAWALL_TEST_PG_LOGICAL_URL")
-    if configured:
-        yield configured
-        return
-    if _Shared.stack is None:
-        bin_dir = pg_bin_dir()
-        if bin_dir is None:
-            message = "PostgreSQL server binaries (initdb, pg_ctl) are not installed"
-            if "postgres" in REQUIRED:
-                pytest.fail(f"{message}; SEAWALL_TEST_REQUIRE demands postgres", pytrace=False)
-            pytest.skip(message)
-        stack = contextlib.ExitStack()
-        try:
-            _Shared.url = stack.enter_context(start_logical_postgres(bin_dir))
-        except (RuntimeError, subprocess.TimeoutExpired, KeyError, OSError) as exc:
-            stack.close()
-            if "postgres" in REQUIRED:
-                pytest.fail(str(exc), pytrace=False)
-            pytest.skip(str(exc))
-        _Shared.stack = stack
-    _Shared.users += 1
-    try:
-        yield _Shared.url
-    finally:
-        _Shared.users -= 1
-        if _Shared.users == 0 and _Shared.stack is not None:
-            stack, _Shared.stack = _Shared.stack, None
-            stack.close()
+pg_logical_url = shared_cluster_fixture(
+    "pg_logical_url", start_logical_postgres, "SEAWALL_TEST_PG_LOGICAL_URL"
+)
+"""URL of a private PostgreSQL with wal_level=logical (skips, or fails when required)."""

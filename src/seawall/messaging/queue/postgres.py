@@ -14,6 +14,13 @@ statement and one round trip:
   other's rows;
 * ack: ``DELETE ... WHERE id AND token``; nack, extend and dead-letter likewise.
 
+**Combining.** A receive (or ack) that starts while another of the same store is
+waiting for the server does not take a connection of its own: it waits, and all
+that arrived meanwhile go to the server together in one statement (one claim of
+their total, split in arrival order; one ``ack_many``), like a group commit. A lone
+caller pays nothing extra; concurrent one-at-a-time consumers (worker threads,
+asyncio tasks) share round trips and commits. Each caller still gets its own answer.
+
 **Time** is the server's: ``clock_timestamp()`` in epoch seconds, so hosts with
 skewed clocks share deadlines safely. ``clock=`` replaces it (tests).
 
@@ -36,15 +43,16 @@ once more.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import threading
 import time
 import weakref
-from collections.abc import Callable, Generator, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Generator, Mapping, Sequence
 from functools import cache
 from importlib import resources
-from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
 
 from seawall.clock import Clock
 from seawall.engines._base import Transaction
@@ -58,6 +66,7 @@ from seawall.messaging.queue._model import (
     OutgoingMessage,
     QueuedMessage,
     QueueStats,
+    Receipt,
     ReceiptLike,
     StoredMessage,
 )
@@ -81,6 +90,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 CHANNEL = "seawall_queue"
 """The NOTIFY channel; the payload is the queue name."""
@@ -96,6 +106,10 @@ _SCHEMA_LOCK = 0x5EA3A11_0001
 _ENGINE_CLOCK = "extract(epoch FROM clock_timestamp())::float8"
 _RELAX = ", set_config('synchronous_commit', 'off', true)"
 _RECONNECT_FIRST, _RECONNECT_CAP = 0.05, 2.0
+_LITERAL_LIMITS = 100
+"""Claims of up to this many messages carry their LIMIT as a literal, one prepared
+statement per limit: with ``LIMIT $n`` the server re-plans the claim on every run
+(its generic plan looks costlier than a custom one), which costs more than running it."""
 
 
 # -- SQL --------------------------------------------------------------------------------------
@@ -126,6 +140,7 @@ class _Statements:
         self.dedup_sweep = sql["dedup_sweep"]
         self.send_many = sql["send_many"]
         self.claim = sql["claim"]
+        self._claims: dict[int, str] = {}
         self.next_due = sql["next_due"]
         self.ack = sql["ack"]
         self.ack_many = sql["ack_many"]
@@ -139,6 +154,15 @@ class _Statements:
         self.dead_letter_one = sql["dead_letter_one"]
         self.redrive = sql["redrive"]
         self.purge_dead = sql["purge_dead"]
+
+    def claim_for(self, limit: int) -> str:
+        """The claim with its LIMIT written in for small limits (see :data:`_LITERAL_LIMITS`)."""
+        if limit > _LITERAL_LIMITS:
+            return self.claim
+        sql = self._claims.get(limit)
+        if sql is None:
+            sql = self._claims[limit] = self.claim.replace("%(limit)s", str(int(limit)))
+        return sql
 
 
 @cache
@@ -499,7 +523,7 @@ class _Core:
             visibility=float(visibility_timeout),
             max_deliveries=self.max_deliveries,
         )
-        rows = yield _Query(self.consumer.claim, params, True)
+        rows = yield _Query(self.consumer.claim_for(max_messages), params, True)
         if not rows:
             return []
         claimed = [row for row in rows if row[7] is None]
@@ -655,6 +679,160 @@ class _Core:
         return int(count)
 
 
+# -- combining concurrent calls ---------------------------------------------------------------
+
+
+class _Waiter(Generic[R, T]):
+    """One caller waiting for a combined round trip (threads)."""
+
+    __slots__ = ("batch", "error", "event", "request", "result")
+
+    def __init__(self, request: R) -> None:
+        self.request = request
+        self.event = threading.Event()
+        self.batch: list[_Waiter[R, T]] | None = None
+        self.result: T | None = None
+        self.error: BaseException | None = None
+
+
+class _Combiner(Generic[R, T]):
+    """Runs one request at a time; requests arriving meanwhile run next, all in one call.
+
+    The first caller runs ``one`` at once (no added latency). Callers that arrive while
+    it runs wait; when it is done, the first of them runs ``many`` for all of them on
+    its own thread and hands each its answer (no helper thread).
+    """
+
+    def __init__(self, one: Callable[[R], T], many: Callable[[list[R]], list[T]]) -> None:
+        self._one = one
+        self._many = many
+        self._lock = threading.Lock()
+        self._busy = False
+        self._waiting: list[_Waiter[R, T]] = []
+
+    def __call__(self, request: R) -> T:
+        with self._lock:
+            if not self._busy:
+                self._busy = True
+                waiter = None
+            else:
+                waiter = _Waiter[R, T](request)
+                self._waiting.append(waiter)
+        if waiter is None:
+            try:
+                return self._one(request)
+            finally:
+                self._hand_off()
+        waiter.event.wait()
+        batch = waiter.batch
+        if batch is not None:  # our turn to run everyone's requests
+            try:
+                results = self._many([member.request for member in batch])
+            except BaseException as exc:
+                for member in batch:
+                    member.error = exc
+            else:
+                for member, result in zip(batch, results, strict=True):
+                    member.result = result
+            finally:
+                self._hand_off()
+                for member in batch[1:]:
+                    member.event.set()
+        if waiter.error is not None:
+            raise waiter.error
+        return waiter.result  # type: ignore[return-value]
+
+    def _hand_off(self) -> None:
+        with self._lock:
+            if not self._waiting:
+                self._busy = False
+                return
+            batch, self._waiting = self._waiting, []
+        batch[0].batch = batch
+        batch[0].event.set()
+
+
+class _AsyncCombiner(Generic[R, T]):
+    """The asyncio twin of :class:`_Combiner` (one event loop): the batch runs as a task."""
+
+    def __init__(
+        self,
+        one: Callable[[R], Coroutine[Any, Any, T]],
+        many: Callable[[list[R]], Coroutine[Any, Any, list[T]]],
+    ) -> None:
+        self._one = one
+        self._many = many
+        self._busy = False
+        self._waiting: list[tuple[R, asyncio.Future[T]]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def __call__(self, request: R) -> T:
+        if self._busy:
+            future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+            self._waiting.append((request, future))
+            return await future
+        self._busy = True
+        try:
+            return await self._one(request)
+        finally:
+            self._hand_off()
+
+    def _hand_off(self) -> None:
+        if not self._waiting:
+            self._busy = False
+            return
+        batch, self._waiting = self._waiting, []
+        task = asyncio.get_running_loop().create_task(self._run(batch))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, batch: list[tuple[R, asyncio.Future[T]]]) -> None:
+        try:
+            results = await self._many([request for request, _ in batch])
+        except BaseException as exc:  # every waiter gets the error (a cancelled one ignores it)
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+        else:
+            for (_, future), result in zip(batch, results, strict=True):
+                if not future.done():
+                    future.set_result(result)
+        finally:
+            self._hand_off()
+
+
+class _ClaimRequest(NamedTuple):
+    max_messages: int
+    visibility_timeout: float
+
+
+def _split_claims(
+    requests: list[_ClaimRequest], claim: Callable[[int, float], list[StoredMessage]]
+) -> list[list[StoredMessage]]:
+    """Serve several claims with one claim per visibility timeout, in arrival order."""
+    results: list[list[StoredMessage]] = [[] for _ in requests]
+    for visibility in dict.fromkeys(request.visibility_timeout for request in requests):
+        members = [i for i, r in enumerate(requests) if r.visibility_timeout == visibility]
+        found = claim(sum(requests[i].max_messages for i in members), visibility)
+        start = 0
+        for i in members:
+            results[i] = found[start : start + requests[i].max_messages]
+            start += requests[i].max_messages
+    return results
+
+
+def _ack_results(receipts: list[Receipt], stale: Sequence[ReceiptLike]) -> list[bool]:
+    """Which receipts of one combined ``ack_many`` were acked (a repeated receipt: once)."""
+    missed = {(receipt.id, receipt.token) for receipt in stale}
+    seen: set[tuple[str, str]] = set()
+    results = []
+    for receipt in receipts:
+        key = (receipt.id, receipt.token)
+        results.append(key not in missed and key not in seen)
+        seen.add(key)
+    return results
+
+
 def _drive(conn: psycopg.Connection[Any], operation: Operation[T]) -> T:
     """Run an operation's statements on ``conn``, feeding each result back."""
     try:
@@ -737,6 +915,8 @@ class PostgresQueueStore:
         self._bell = self._listener.doorbell(name)
         self._listening = False
         self._listening_lock = threading.Lock()
+        self._claims = _Combiner(self._claim_one, self._claim_many)
+        self._acks = _Combiner(self._ack_one, self._ack_many)
         _declare(engine, name, create)
 
     # plumbing
@@ -781,6 +961,19 @@ class PostgresQueueStore:
                     with conn.transaction():
                         return _drive(conn, make(*args))
                 return _drive(conn, make(*args))
+
+    def _claim_one(self, request: _ClaimRequest) -> list[StoredMessage]:
+        return self._run(self._core.claim, request.max_messages, request.visibility_timeout)
+
+    def _claim_many(self, requests: list[_ClaimRequest]) -> list[list[StoredMessage]]:
+        return _split_claims(requests, lambda count, visibility: self._run(
+            self._core.claim, count, visibility))  # fmt: skip
+
+    def _ack_one(self, receipt: Receipt) -> bool:
+        return self._run(self._core.ack, receipt.id, receipt.token, False)
+
+    def _ack_many(self, receipts: list[Receipt]) -> list[bool]:
+        return _ack_results(receipts, self._run(self._core.ack_many, receipts, False))
 
     def _listen(self) -> None:
         with self._listening_lock:
@@ -839,12 +1032,13 @@ class PostgresQueueStore:
         self, max_messages: int, visibility_timeout: float, wait: float
     ) -> list[StoredMessage]:
         """Claim up to ``max_messages``; see :meth:`QueueStore.receive`."""
-        claim = self._core.claim
+        request = _ClaimRequest(max_messages, visibility_timeout)
+        claim = self._claims
         if wait <= 0:
-            return self._run(claim, max_messages, visibility_timeout)
+            return claim(request)
         if self._clock is not None:
             return poll(
-                lambda: self._run(claim, max_messages, visibility_timeout),
+                lambda: claim(request),
                 wait,
                 self._bell,
                 self._clock,
@@ -858,7 +1052,7 @@ class PostgresQueueStore:
         bell = self._bell
         while True:
             seen = bell.generation
-            found = self._run(claim, max_messages, visibility_timeout)
+            found = claim(request)
             if found:
                 return found
             remaining = deadline - time.monotonic()
@@ -867,12 +1061,14 @@ class PostgresQueueStore:
             due_in = self._run(self._core.next_due)
             bell.wait(seen, _pause(remaining, due_in, listener.ready.is_set()))
             if deadline - time.monotonic() <= 0:
-                return self._run(claim, max_messages, visibility_timeout)
+                return claim(request)
 
     # settling
 
     def ack(self, message_id: str, token: str, transaction: Transaction | None) -> bool:
         """Delete the held message; see :meth:`QueueStore.ack`."""
+        if transaction is None:
+            return self._acks(Receipt(message_id, token))
         return self._run(
             self._core.ack, message_id, token, transaction is not None, transaction=transaction
         )
@@ -972,6 +1168,8 @@ class AsyncPostgresQueueStore:
         self._bell = self._listener.doorbell(name)
         self._listening = False
         self._listening_lock = threading.Lock()
+        self._claims = _AsyncCombiner(self._claim_one, self._claim_many)
+        self._acks = _AsyncCombiner(self._ack_one, self._ack_many)
 
     async def _pool(self) -> psycopg_pool.AsyncConnectionPool[psycopg.AsyncConnection[Any]]:
         pool = await self._engine.async_pool()
@@ -1041,6 +1239,22 @@ class AsyncPostgresQueueStore:
                         return await _adrive(conn, make(*args))
                 return await _adrive(conn, make(*args))
 
+    async def _claim_one(self, request: _ClaimRequest) -> list[StoredMessage]:
+        return await self._run(self._core.claim, request.max_messages, request.visibility_timeout)
+
+    async def _claim_many(self, requests: list[_ClaimRequest]) -> list[list[StoredMessage]]:
+        found: dict[float, list[StoredMessage]] = {}
+        for visibility in dict.fromkeys(request.visibility_timeout for request in requests):
+            total = sum(r.max_messages for r in requests if r.visibility_timeout == visibility)
+            found[visibility] = await self._run(self._core.claim, total, visibility)
+        return _split_claims(requests, lambda _, visibility: found[visibility])
+
+    async def _ack_one(self, receipt: Receipt) -> bool:
+        return await self._run(self._core.ack, receipt.id, receipt.token, False)
+
+    async def _ack_many(self, receipts: list[Receipt]) -> list[bool]:
+        return _ack_results(receipts, await self._run(self._core.ack_many, receipts, False))
+
     def _listen(self) -> None:
         with self._listening_lock:
             if not self._listening:
@@ -1083,13 +1297,14 @@ class AsyncPostgresQueueStore:
         self, max_messages: int, visibility_timeout: float, wait: float
     ) -> list[StoredMessage]:
         """See :meth:`QueueStore.receive`; the long-poll suspends on the listener's doorbell."""
-        claim = self._core.claim
+        request = _ClaimRequest(max_messages, visibility_timeout)
+        claim = self._claims
         if wait <= 0:
-            return await self._run(claim, max_messages, visibility_timeout)
+            return await claim(request)
         if self._clock is not None:
 
             async def look() -> list[StoredMessage]:
-                return await self._run(claim, max_messages, visibility_timeout)
+                return await claim(request)
 
             return await apoll(look, wait, self._bell, self._clock)
         deadline = time.monotonic() + wait
@@ -1098,7 +1313,7 @@ class AsyncPostgresQueueStore:
         bell = self._bell
         while True:
             seen = bell.generation
-            found = await self._run(claim, max_messages, visibility_timeout)
+            found = await claim(request)
             if found:
                 return found
             remaining = deadline - time.monotonic()
@@ -1107,12 +1322,14 @@ class AsyncPostgresQueueStore:
             due_in = await self._run(self._core.next_due)
             await bell.await_ring(seen, _pause(remaining, due_in, listener.ready.is_set()))
             if deadline - time.monotonic() <= 0:
-                return await self._run(claim, max_messages, visibility_timeout)
+                return await claim(request)
 
     # settling
 
     async def ack(self, message_id: str, token: str, transaction: Transaction | None) -> bool:
         """See :meth:`QueueStore.ack`."""
+        if transaction is None:
+            return await self._acks(Receipt(message_id, token))
         return await self._run(
             self._core.ack, message_id, token, transaction is not None, transaction=transaction
         )
