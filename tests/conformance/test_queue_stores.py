@@ -57,6 +57,18 @@ class EngineUnderTest:
     """Why ``transaction=`` is refused, for the skip reason."""
     forget: Callable[[Engine, str], None] | None = None
     """Removes everything a queue left on the engine (servers outlive the test)."""
+    server_timers: str | None = None
+    """Why visibility timeouts (and the dedup window) cannot follow the manual clock: a
+    broker times them itself, in real time. Set: tests that advance the clock to expire
+    a delivery are skipped (the integration tests cover them with short real waits)."""
+    priorities: str | None = None
+    """Why the engine cannot order by priority (None: it can)."""
+    dedup: str | None = None
+    """Why the engine refuses ``dedup_id`` (None: it deduplicates)."""
+    peek: str | None = None
+    """Why the engine cannot show ready messages without claiming them (None: it can)."""
+    delays: str | None = None
+    """Why send and nack delays cannot follow the manual clock (None: they do)."""
 
 
 def _sqlite_url(tmp_path: Path) -> str:
@@ -105,6 +117,29 @@ def _forget_redis_queue(engine: Engine, name: str) -> None:
     client.srem(REGISTRY_KEY, name)
 
 
+_BROKER_TIMERS = (
+    "the broker times deliveries itself ({what}, real seconds), so the manual clock "
+    "cannot expire them; covered with short real waits in tests/integration/{file}"
+)
+
+
+def _broker_url(name: str) -> str:
+    """The broker's URL, or a skip when its port does not answer."""
+    return require_engine(name)
+
+
+def _forget_nats_queue(engine: Engine, name: str) -> None:
+    from seawall.messaging.queue.nats import forget_queue
+
+    forget_queue(engine, name)  # type: ignore[arg-type]
+
+
+def _forget_rabbitmq_queue(engine: Engine, name: str) -> None:
+    from seawall.messaging.queue.rabbitmq import forget_queue
+
+    forget_queue(engine, name)  # type: ignore[arg-type]
+
+
 ENGINES = [
     pytest.param(
         EngineUnderTest("memory", lambda tmp_path: seawall.connect("memory://")), id="memory"
@@ -142,12 +177,85 @@ ENGINES = [
         id="redis",
         marks=pytest.mark.engine("redis"),
     ),
+    pytest.param(
+        EngineUnderTest(
+            "nats",
+            lambda tmp_path: seawall.connect(_broker_url("nats")),
+            url=lambda tmp_path: _broker_url("nats"),
+            no_transactions="a broker has no SQL transaction to join",
+            forget=_forget_nats_queue,
+            server_timers=_BROKER_TIMERS.format(file="test_queue_nats.py", what="ack_wait"),
+        ),
+        id="nats",
+        marks=pytest.mark.engine("nats"),
+    ),
+    pytest.param(
+        EngineUnderTest(
+            "rabbitmq",
+            lambda tmp_path: seawall.connect(_broker_url("rabbitmq")),
+            url=lambda tmp_path: _broker_url("rabbitmq"),
+            no_transactions="a broker has no SQL transaction to join",
+            forget=_forget_rabbitmq_queue,
+            server_timers=_BROKER_TIMERS.format(
+                file="test_queue_rabbitmq.py", what="visibility timers and TTL delay queues"
+            ),
+            priorities=(
+                "RabbitMQ 3.x quorum queues have no priorities (the priority is carried, not "
+                "honoured); see docs/messaging/brokers.md"
+            ),
+            dedup="RabbitMQ has no deduplication store: dedup_id is refused",
+            peek=(
+                "RabbitMQ cannot browse a quorum queue without a delivery (it would raise "
+                "delivery counts): peek is refused"
+            ),
+            delays=(
+                "delays are TTL queues timed by RabbitMQ in real time; covered in "
+                "test_queue_rabbitmq.py"
+            ),
+        ),
+        id="rabbitmq",
+        marks=pytest.mark.engine("rabbitmq"),
+    ),
 ]
+
+
+# Tests that need an optional capability: the EngineUnderTest field that says why an
+# engine lacks it (the test is skipped with that reason).
+_NEEDS: dict[str, tuple[str, ...]] = {
+    "test_visibility_timeout_expiry_redelivers_with_the_count_raised": ("server_timers",),
+    "test_the_default_visibility_timeout_is_the_queues": ("server_timers",),
+    "test_a_stale_receipt_cannot_settle_the_redelivered_message": ("server_timers",),
+    "test_a_late_ack_still_works_while_nobody_else_has_the_message": ("server_timers",),
+    "test_extend_visibility_keeps_the_message_hidden": ("server_timers",),
+    "test_expiry_on_the_last_delivery_dead_letters_and_keeps_the_last_error": ("server_timers",),
+    "test_spent_messages_do_not_block_the_ones_behind_them": ("server_timers",),
+    "test_ack_many_acknowledges_the_valid_and_reports_the_stale": ("server_timers",),
+    "test_stats_count_every_state": ("server_timers", "delays"),
+    "test_deduplication_within_the_window": ("dedup", "server_timers"),
+    "test_deduplication_outlives_the_message": ("dedup",),
+    "test_deduplication_in_a_batch": ("dedup",),
+    "test_higher_priority_first_and_fifo_within_a_priority": ("priorities",),
+    "test_a_batch_is_ordered_by_priority": ("priorities",),
+    "test_a_due_high_priority_message_overtakes_waiting_low_ones": ("priorities", "delays"),
+    "test_batch_send_with_per_message_options": ("priorities", "delays"),
+    "test_peek_shows_the_next_messages_without_claiming": ("peek", "delays"),
+    "test_delays_that_end_together_join_the_line_in_the_order_they_ended": ("peek", "delays"),
+    "test_async_batches_and_dead_letters": ("peek",),
+    "test_nack_with_delay_hides_the_message_until_the_delay_passes": ("delays",),
+    "test_delayed_delivery": ("delays",),
+    "test_a_short_delay_is_honoured_between_quick_receives": ("delays",),
+    "test_long_poll_returns_when_a_delayed_message_comes_due": ("delays",),
+}
 
 
 @pytest.fixture(params=ENGINES)
 def engine_under_test(request: pytest.FixtureRequest) -> EngineUnderTest:
     under_test: EngineUnderTest = request.param
+    test_name = getattr(request.node, "originalname", request.node.name)
+    for capability in _NEEDS.get(test_name, ()):
+        missing = getattr(under_test, capability)
+        if missing is not None:
+            pytest.skip(f"the {under_test.name} engine: {missing}")
     return under_test
 
 

@@ -122,3 +122,10 @@ def test_the_topics_benchmark_runs(tmp_path: Path) -> None:
     assert completed.returncode == 0, completed.stderr[-3000:]
     lines = (tmp_path / "out.jsonl").read_text().splitlines()
     assert any('"lib": "seawall"' in line for line in lines)
+
+
+def test_the_brokers_benchmark_runs(tmp_path: Path) -> None:
+    completed = _run("messaging_brokers.py", tmp_path)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    lines = (tmp_path / "out.jsonl").read_text().splitlines()
+    assert any('"lib": "seawall"' in line for line in lines)

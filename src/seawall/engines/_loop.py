@@ -61,6 +61,8 @@ class BackgroundLoop:
         try:
             return future.result(timeout)
         except concurrent.futures.TimeoutError:
+            if future.done():  # the coroutine itself raised a TimeoutError
+                raise
             future.cancel()
             raise TimeoutExceededError(timeout or 0.0, what="engine.run()") from None
 

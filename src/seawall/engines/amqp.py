@@ -66,6 +66,7 @@ class AmqpEngine(Engine):
         if connect_timeout <= 0:
             raise ConfigurationError(f"connect_timeout must be > 0, got {connect_timeout}")
         self.connect_timeout = connect_timeout
+        options.setdefault("reconnect_interval", 1.0)
         self.options = options
         self._background = BackgroundLoop("seawall-amqp")
         self._connections: PerLoop[aio_pika.abc.AbstractRobustConnection] = PerLoop(

@@ -11,8 +11,9 @@
 Messages carry a delivery count; a message delivered ``max_deliveries`` times
 without an ack moves to the dead letters (``queue.dead_letters``) with its last
 error. Every method has an asyncio twin (``asend``, ``areceive``, ``aack``, ...).
-Engines: ``memory://``, ``sqlite:///``, ``postgresql://`` and ``redis://``; each implements :class:`QueueStore`
-and passes the same conformance suite.
+Engines: ``memory://``, ``sqlite:///``, ``postgresql://``, ``redis://``, ``amqp://``
+(RabbitMQ) and ``nats://`` (JetStream); each implements :class:`QueueStore` and passes
+the same conformance suite (the brokers skip, with the reason, what they cannot keep).
 """
 
 from __future__ import annotations
