@@ -112,11 +112,11 @@ def test_kill_9_relay_publishes_everything_and_the_inbox_applies_it_once(
     queue_engine = seawall.connect(queue_url)
     queue = queue_engine.queue(QUEUE, visibility_timeout=30.0)
     inbox = Inbox(queue_engine, "chaos-consumer")
-    with engine.transaction() as tx:  # type: ignore[attr-defined]
+    with engine.transaction() as tx:
         tx.execute(f"CREATE TABLE {orders} (n INTEGER PRIMARY KEY, customer TEXT NOT NULL)")
 
     def drop_tables() -> None:
-        with engine.transaction() as tx:  # type: ignore[attr-defined]
+        with engine.transaction() as tx:
             tx.execute(f"DROP TABLE IF EXISTS {orders}")
         outbox.store.drop_tables()
         outbox.close()
@@ -124,7 +124,7 @@ def test_kill_9_relay_publishes_everything_and_the_inbox_applies_it_once(
         queue_engine.close()
 
     request.addfinalizer(drop_tables)
-    with queue_engine.transaction() as tx:  # type: ignore[attr-defined]
+    with queue_engine.transaction() as tx:
         tx.execute(
             "CREATE TABLE effects (seq INTEGER PRIMARY KEY, message_id TEXT NOT NULL, "
             "n INTEGER NOT NULL, customer TEXT NOT NULL)"
@@ -154,7 +154,7 @@ def test_kill_9_relay_publishes_everything_and_the_inbox_applies_it_once(
         number = 0
         while number < MESSAGES:
             chunk = min(rng.randint(1, 6), MESSAGES - number)
-            with writer.transaction() as tx:  # type: ignore[attr-defined]
+            with writer.transaction() as tx:
                 for n in range(number, number + chunk):
                     customer = f"c{n % KEYS}"
                     tx.execute(f"INSERT INTO {orders} VALUES ({mark}, {mark})", [n, customer])
@@ -181,7 +181,7 @@ def test_kill_9_relay_publishes_everything_and_the_inbox_applies_it_once(
         queue,
         inbox.handler(apply),
         concurrency=1,
-        transaction=queue_engine.transaction,  # type: ignore[attr-defined]
+        transaction=queue_engine.transaction,
     )
     consumer = threading.Thread(
         target=lambda: worker.run(handle_signals=False), name="chaos-consumer", daemon=True

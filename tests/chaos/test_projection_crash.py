@@ -227,7 +227,7 @@ def crash_many_times(url: str, settle: float) -> None:
         assert [int(row["position"]) for row in logged] == expected  # each exactly once
         assert store.load_checkpoint("totals") == expected[-1]
     finally:
-        with engine.transaction() as tx:  # type: ignore[attr-defined]
+        with engine.transaction() as tx:
             for name in ("rm_totals", "rm_log", "rm_fresh_totals", "rm_fresh_log"):
                 tx.execute(f"DROP TABLE IF EXISTS {prefix}{name}")
         store.drop_tables()

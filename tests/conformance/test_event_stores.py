@@ -901,7 +901,7 @@ def test_a_commit_of_the_callers_transaction_wakes_subscribers(
     runner.start()
     try:
         assert ready.wait(5 + under_test.settle)
-        with engine.transaction() as tx:  # type: ignore[attr-defined]
+        with engine.transaction() as tx:
             store.append("s", [noted("committed")], transaction=tx)
         assert arrived.wait(5 + under_test.settle), "the commit did not wake the subscriber"
     finally:
@@ -947,7 +947,7 @@ def test_a_rolled_back_transaction_leaves_no_events(
         return
 
     def write_then_abort() -> None:
-        with engine.transaction() as tx:  # type: ignore[attr-defined]
+        with engine.transaction() as tx:
             result = store.append("s", [noted("x"), noted("y")], transaction=tx)
             assert result.version == 2
             assert store.stream_version("s", transaction=tx) == 2
@@ -972,7 +972,7 @@ def test_several_appends_in_one_transaction_keep_their_order(
     if not under_test.transactions:
         pytest.skip("no transactions on this engine")
     store.append("before", [noted("0")])
-    with engine.transaction() as tx:  # type: ignore[attr-defined]
+    with engine.transaction() as tx:
         first = store.append("a", [noted("1")], transaction=tx)
         second = store.append("b", [noted("2"), noted("3")], transaction=tx)
         third = store.append_batch(
@@ -994,19 +994,19 @@ def test_events_commit_with_the_callers_business_rows(
     if not under_test.transactions:
         pytest.skip("no transactions on this engine")
     table = f"{prefix}orders"
-    with engine.transaction() as tx:  # type: ignore[attr-defined]
+    with engine.transaction() as tx:
         tx.execute(f"CREATE TABLE {table} (id TEXT PRIMARY KEY)")
     try:
-        with engine.transaction() as tx:  # type: ignore[attr-defined]
+        with engine.transaction() as tx:
             marker = "?" if under_test.name == "sqlite" else "%s"
             tx.execute(f"INSERT INTO {table} (id) VALUES ({marker})", ("o-1",))
             store.append("order-o-1", [noted("placed")], expected_version=NO_STREAM, transaction=tx)
-        with engine.transaction() as tx:  # type: ignore[attr-defined]
+        with engine.transaction() as tx:
             assert tx.execute(f"SELECT id FROM {table}").fetchall() == [("o-1",)]
         assert store.stream_version("order-o-1") == 1
 
         def conflicting_order() -> None:
-            with engine.transaction() as tx:  # type: ignore[attr-defined]
+            with engine.transaction() as tx:
                 tx.execute(f"INSERT INTO {table} (id) VALUES ({marker})", ("o-2",))
                 store.append(
                     "order-o-1", [noted("again")], expected_version=NO_STREAM, transaction=tx
@@ -1014,10 +1014,10 @@ def test_events_commit_with_the_callers_business_rows(
 
         with pytest.raises(ConcurrencyError):
             conflicting_order()
-        with engine.transaction() as tx:  # type: ignore[attr-defined]
+        with engine.transaction() as tx:
             assert tx.execute(f"SELECT id FROM {table}").fetchall() == [("o-1",)]
     finally:
-        with engine.transaction() as tx:  # type: ignore[attr-defined]
+        with engine.transaction() as tx:
             tx.execute(f"DROP TABLE {table}")
 
 
@@ -1036,7 +1036,7 @@ def test_a_transaction_from_another_engine_is_refused(
             store.append("s", [noted("x")], transaction=foreign)
         return
     with (
-        other.transaction() as tx,  # type: ignore[attr-defined]
+        other.transaction() as tx,
         pytest.raises(ConfigurationError, match="does not belong"),
     ):
         store.append("s", [noted("x")], transaction=tx)
@@ -1125,11 +1125,11 @@ async def test_async_append_joins_a_transaction(
 
     async def write_then_abort() -> None:
         if under_test.name == "postgres":
-            async with engine.atransaction() as tx:  # type: ignore[attr-defined]
+            async with engine.atransaction() as tx:
                 await async_store.append("s", [noted("x")], transaction=tx)
                 assert await async_store.stream_version("s", transaction=tx) == 1
                 raise RuntimeError("abort")
-        with engine.transaction() as tx:  # type: ignore[attr-defined]
+        with engine.transaction() as tx:
             await async_store.append("s", [noted("x")], transaction=tx)
             assert await async_store.stream_version("s", transaction=tx) == 1
             raise RuntimeError("abort")

@@ -256,7 +256,7 @@ def test_the_keys_api_on_every_engine(store: IdempotencyStore) -> None:
 @pytest.mark.parametrize("under_test", ENGINES_WITHOUT_TRANSACTIONS, indirect=True)
 def test_transactions_are_refused_where_there_are_none(store: IdempotencyStore) -> None:
     sqlite_engine = seawall.connect("sqlite://:memory:")
-    with sqlite_engine.transaction() as tx:  # type: ignore[attr-defined]
+    with sqlite_engine.transaction() as tx:
         with pytest.raises(ConfigurationError, match="transaction"):
             store.claim("k", "fp", "t", LEASE, TTL, tx)
         with pytest.raises(ConfigurationError, match="transaction"):

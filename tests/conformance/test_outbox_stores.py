@@ -291,7 +291,7 @@ def test_a_transaction_from_another_kind_of_engine_is_refused(
     other_url = "sqlite://:memory:" if under_test.name == "postgres" else require_engine("postgres")
     other = seawall.connect(other_url)
     try:
-        with other.transaction() as tx, pytest.raises(ConfigurationError, match="transaction"):  # type: ignore[attr-defined]
+        with other.transaction() as tx, pytest.raises(ConfigurationError, match="transaction"):
             store.add([new("x")], tx)
     finally:
         other.close()
@@ -366,7 +366,7 @@ def test_notify_wakes_a_relay_of_another_outbox_object(engine: Engine, prefix: s
         relay.start()
         # The reader's relay sleeps on its own doorbell (60 s): only NOTIFY can wake it.
         for _ in range(100):  # the listener connects in the background; retry the wake-up
-            with engine.transaction() as tx:  # type: ignore[attr-defined]
+            with engine.transaction() as tx:
                 writer.add("t", "wake", transaction=tx)
             if arrived.wait(0.2):
                 break
@@ -439,13 +439,13 @@ def test_concurrent_marks_of_one_id_let_exactly_one_through(
     results: dict[str, bool] = {}
 
     def first() -> None:
-        with engine.transaction() as tx:  # type: ignore[attr-defined]
+        with engine.transaction() as tx:
             results["first"] = inbox.mark("m1", transaction=tx)
             first_in.set()
             release_first.wait(10.0)
 
     def second() -> None:
-        with engine.transaction() as tx:  # type: ignore[attr-defined]
+        with engine.transaction() as tx:
             results["second"] = inbox.mark("m1", transaction=tx)
 
     try:

@@ -82,7 +82,7 @@ def tag() -> str:
 def engine(url: str, tag: str) -> Iterator[Engine]:
     opened = seawall.connect(url)
     yield opened
-    with opened.transaction() as tx:  # type: ignore[attr-defined]
+    with opened.transaction() as tx:
         for table in ("balances", "applied"):
             tx.execute(f"DROP TABLE IF EXISTS {tag}{table}")
     opened.close()
@@ -279,7 +279,7 @@ def test_rebuild_and_lag(sql: SqlEngine, engine: Engine, store: EventStore, tag:
     assert (lag.checkpoint, lag.events) == (0, 15)
     assert lag.seconds >= 0.0
     drain(runner, 15, sql.settle)
-    with engine.transaction() as tx:  # type: ignore[attr-defined]
+    with engine.transaction() as tx:
         tx.execute(f"UPDATE {projection.balances} SET total = 0")
     applied_again = runner.rebuild()
     if applied_again < 15:
@@ -392,7 +392,7 @@ def test_saving_and_projecting_in_one_transaction(
     account.deposit(5)
 
     def save_then_fail() -> None:
-        with engine.transaction() as tx:  # type: ignore[attr-defined]
+        with engine.transaction() as tx:
             repo.save(account, transaction=tx)
             raise RuntimeError("rolled back")
 
@@ -404,7 +404,7 @@ def test_saving_and_projecting_in_one_transaction(
     runner.setup()
     account = repo.new("a1")
     account.deposit(5)
-    with engine.transaction() as tx:  # type: ignore[attr-defined]
+    with engine.transaction() as tx:
         repo.save(account, transaction=tx)
         tx.execute(f"INSERT INTO {projection.applied} (position) VALUES (0)")
     assert repo.get("a1").balance == 5

@@ -463,14 +463,14 @@ def test_a_saga_started_in_a_rolled_back_transaction_does_not_exist(
         pass
 
     def start_then_abort() -> None:
-        with sql_engine.transaction() as transaction:  # type: ignore[attr-defined]
+        with sql_engine.transaction() as transaction:
             sagas.start(saga, saga_id="gone", transaction=transaction)
             raise AbortError
 
     with pytest.raises(AbortError):
         start_then_abort()
     assert log.load("gone") is None
-    with sql_engine.transaction() as transaction:  # type: ignore[attr-defined]
+    with sql_engine.transaction() as transaction:
         sagas.start(saga, saga_id="kept", transaction=transaction)
     assert log.load("kept") is not None
     (result,) = sagas.resume()

@@ -49,7 +49,7 @@ class Shop:
         self.engine = engine
         self.stock = f"{prefix}stock"
         self.placeholder = "?" if engine.kind == "sqlite" else "%s"
-        with engine.transaction() as tx:  # type: ignore[attr-defined]
+        with engine.transaction() as tx:
             tx.execute(
                 f"CREATE TABLE {self.stock} (sku TEXT PRIMARY KEY, quantity INTEGER NOT NULL)"
             )
@@ -61,7 +61,7 @@ class Shop:
     def reserve(self, message_id: str, order_id: str, *, fail: bool = False) -> bool:
         """Handle an "order placed" message once; ``fail`` aborts after all four writes."""
         p = self.placeholder
-        with self.engine.transaction() as tx:  # type: ignore[attr-defined]
+        with self.engine.transaction() as tx:
             if not self.inbox.mark(message_id, transaction=tx):
                 return False
             tx.execute(f"UPDATE {self.stock} SET quantity = quantity - 1 WHERE sku = {p}", ["book"])
@@ -77,7 +77,7 @@ class Shop:
         return True
 
     def quantity(self) -> int:
-        with self.engine.transaction() as tx:  # type: ignore[attr-defined]
+        with self.engine.transaction() as tx:
             row = tx.execute(f"SELECT quantity FROM {self.stock}").fetchone()
         return int(row[0])
 
@@ -87,7 +87,7 @@ class Shop:
         return [message.body for message in seen]
 
     def drop(self) -> None:
-        with self.engine.transaction() as tx:  # type: ignore[attr-defined]
+        with self.engine.transaction() as tx:
             tx.execute(f"DROP TABLE {self.stock}")
         self.events.drop_tables()
         self.outbox.store.drop_tables()

@@ -21,7 +21,7 @@ from seawall.messaging.queue import Worker
 @pytest.fixture
 def sqlite_engine(tmp_path: Path) -> Iterator[Engine]:
     engine = seawall.connect(f"sqlite:///{tmp_path / 'inbox.db'}")
-    with engine.transaction() as tx:  # type: ignore[attr-defined]
+    with engine.transaction() as tx:
         tx.execute("CREATE TABLE balances (account TEXT PRIMARY KEY, cents INTEGER NOT NULL)")
         tx.execute("INSERT INTO balances VALUES ('a', 1000)")
     yield engine
@@ -75,7 +75,7 @@ def test_process_runs_the_handler_once_in_one_transaction_with_the_mark(
 
 def test_process_joins_a_given_transaction(sqlite_engine: Engine) -> None:
     inbox = Inbox(sqlite_engine, "billing")
-    with sqlite_engine.transaction() as tx:  # type: ignore[attr-defined]
+    with sqlite_engine.transaction() as tx:
         assert inbox.process(
             "m1", lambda t: t.execute("UPDATE balances SET cents = 0"), transaction=tx
         )

@@ -97,7 +97,9 @@ def test_an_engine_without_a_queue_store_names_the_supported_ones() -> None:
     class TapeEngine(seawall.Engine):
         kind = "tape"
 
-    with pytest.raises(UnsupportedEngineError, match="memory, nats, postgres, rabbitmq, redis, sqlite"):
+    with pytest.raises(
+        UnsupportedEngineError, match="memory, nats, postgres, rabbitmq, redis, sqlite"
+    ):
         TapeEngine("tape://").queue("jobs")
     with pytest.raises(UnsupportedEngineError, match="'tape'"):
         queue_module.list_queues(TapeEngine("tape://"))

@@ -391,7 +391,7 @@ async def test_a_transactional_sync_handler_under_arun_commits_with_the_ack(
         assert transaction is not None
         transaction.execute("INSERT INTO effects VALUES (?)", [body])
 
-    worker = Worker(queue, handler, transaction=engine.transaction)  # type: ignore[attr-defined]
+    worker = Worker(queue, handler, transaction=engine.transaction)
     stats = await worker.arun(stop_when_empty=True, handle_signals=False)
 
     rows = engine.connection.execute("SELECT body FROM effects ORDER BY body").fetchall()  # type: ignore[attr-defined]
