@@ -194,11 +194,24 @@ class _Run:
         )
 
     async def chaos_loop(self) -> None:
-        """Kill a random service every ``kill_every`` seconds, restart it, re-apply its faults."""
+        """Kill a random service every ``kill_every`` seconds, restart it, re-apply its faults.
+
+        The first kill comes once a quarter of the orders has been started (or after
+        ``kill_every`` seconds, if that is sooner), so even a short run sees one.
+        """
         if not self.kill_every:
             return
+        first = True
         while True:
-            await asyncio.sleep(self.kill_every * self.random.uniform(0.6, 1.2))
+            pause = self.kill_every * self.random.uniform(0.6, 1.2)
+            if first:
+                deadline = time.monotonic() + pause
+                stats = self.load.stats
+                while time.monotonic() < deadline and stats.started < stats.total / 4:
+                    await asyncio.sleep(0.05)
+                first = False
+            else:
+                await asyncio.sleep(pause)
             service = self.random.choice(logic.SERVICES)
             await self.launcher.kill_and_restart(service)
             await self.launcher.post(service, "/chaos", self.chaos.to_json())

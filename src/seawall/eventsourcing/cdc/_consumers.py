@@ -29,13 +29,13 @@ if TYPE_CHECKING:
     from seawall.messaging.topic import Topic, TopicRecord
 
 __all__ = [
-    "TopicSink",
     "AsyncChangeHandler",
     "BatchChangeHandler",
     "CacheInvalidator",
     "ChangeHandler",
     "EventStoreFeed",
     "QueueSink",
+    "TopicSink",
     "cache_key",
     "change_headers",
 ]

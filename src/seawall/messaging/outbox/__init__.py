@@ -73,9 +73,9 @@ __all__ = [
     "OutboxStore",
     "Publisher",
     "QueuePublisher",
-    "TopicPublisher",
     "RelayAlreadyRunningError",
     "StoredDead",
     "StoredMessage",
+    "TopicPublisher",
     "open_outbox_store",
 ]

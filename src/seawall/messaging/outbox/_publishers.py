@@ -20,8 +20,8 @@ if TYPE_CHECKING:
     from seawall.messaging.topic import Topic, TopicRecord
 
 __all__ = [
-    "MESSAGE_ID_HEADER",
     "KEY_HEADER",
+    "MESSAGE_ID_HEADER",
     "TOPIC_HEADER",
     "BatchPublisher",
     "Publisher",
