@@ -205,9 +205,10 @@ class _Run:
         while True:
             pause = self.kill_every * self.random.uniform(0.6, 1.2)
             if first:
-                deadline = time.monotonic() + pause
                 stats = self.load.stats
-                while time.monotonic() < deadline and stats.started < stats.total / 4:
+                for _ in range(max(1, int(pause / 0.05))):  # poll progress, up to ``pause``
+                    if stats.started >= stats.total / 4:
+                        break
                     await asyncio.sleep(0.05)
                 first = False
             else:

@@ -24,9 +24,8 @@ and consumers of one group never hold the same message at once (they compete);
 every group sees every message after its start. A group holds at most :data:`MAX_PENDING`
 pending messages; while it is that full, fresh messages wait after its cursor.
 
-An engine that cannot keep per-key order or refuse a superseded receipt (NATS
-JetStream) says so in its module docstring, and the conformance suite skips those
-tests for it.
+An engine that cannot refuse a superseded receipt (NATS JetStream) says so in its
+module docstring, and the conformance suite skips those tests for it.
 
 **Deliveries.** Each delivery raises the message's ``delivery_count`` in that group
 and gets a fresh ``token``. ``ack`` and ``nack`` act only when ``(offset, token)``
