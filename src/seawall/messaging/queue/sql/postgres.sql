@@ -28,7 +28,12 @@ CREATE TABLE IF NOT EXISTS seawall_queue_messages (
     body bytea NOT NULL,
     headers jsonb,
     last_error text
-) WITH (fillfactor = 70);
+) WITH (
+    fillfactor = 70,
+    autovacuum_vacuum_scale_factor = 0,
+    autovacuum_vacuum_threshold = 10000,
+    autovacuum_vacuum_cost_delay = 0
+);
 CREATE INDEX IF NOT EXISTS seawall_queue_messages_line
     ON seawall_queue_messages (queue, priority DESC, place, id);
 CREATE TABLE IF NOT EXISTS seawall_queue_dead (
