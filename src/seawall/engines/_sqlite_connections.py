@@ -12,7 +12,13 @@ from typing import Final
 from seawall.engines.sqlite import SqliteEngine
 from seawall.errors import ConfigurationError, EngineError, EngineUnavailableError
 
-__all__ = ["SYNCHRONOUS", "SqliteConnections", "check_synchronous"]
+__all__ = [
+    "SYNCHRONOUS",
+    "SqliteConnections",
+    "check_synchronous",
+    "declared_names",
+    "store_error",
+]
 
 SYNCHRONOUS: Final = ("NORMAL", "FULL", "EXTRA")
 """The ``PRAGMA synchronous`` levels a store may be given (OFF is never offered)."""
@@ -129,3 +135,29 @@ class SqliteConnections:
                 conn.close()
             self._opened.clear()
         self._local = threading.local()
+
+
+def store_error(exc: sqlite3.Error, path: str, store: str) -> EngineError:
+    """The error a SQLite ``store`` raises for a driver error, with a hint when it was locked."""
+    text = str(exc)
+    hint = (
+        "; another connection held the write lock longer than the busy timeout: "
+        "shorten its transactions or raise the engine's timeout"
+        if "locked" in text or "busy" in text
+        else ""
+    )
+    return EngineError(f"SQLite {store} on {path!r} failed: {text}{hint}", url=path)
+
+
+def declared_names(engine: SqliteEngine, table: str, store: str) -> list[str]:
+    """The names listed in the registry ``table`` (a queue's or a topic's), sorted."""
+    conn = engine.connection
+    try:
+        exists = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
+        ).fetchone()
+        if exists is None:
+            return []
+        return [row[0] for row in conn.execute(f"SELECT name FROM {table} ORDER BY name")]
+    except sqlite3.Error as exc:
+        raise store_error(exc, engine.path, store) from exc

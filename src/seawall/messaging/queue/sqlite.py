@@ -44,6 +44,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from seawall.clock import Clock
+from seawall.engines._sqlite_connections import declared_names, store_error
 from seawall.errors import ConfigurationError, EngineError
 from seawall.events import EventHub, hub
 from seawall.messaging.queue._errors import UnknownQueueError
@@ -307,27 +308,11 @@ if hasattr(os, "register_at_fork"):
 
 def sqlite_queue_names(engine: SqliteEngine) -> list[str]:
     """The names of the queues declared in this SQLite database."""
-    conn = engine.connection
-    try:
-        exists = conn.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'seawall_queues'"
-        ).fetchone()
-        if exists is None:
-            return []
-        return [row[0] for row in conn.execute("SELECT name FROM seawall_queues ORDER BY name")]
-    except sqlite3.Error as exc:
-        raise _engine_error(exc, engine.path) from exc
+    return declared_names(engine, "seawall_queues", "queue store")
 
 
 def _engine_error(exc: sqlite3.Error, path: str) -> EngineError:
-    text = str(exc)
-    hint = (
-        "; another connection held the write lock longer than the busy timeout: "
-        "shorten its transactions or raise the engine's timeout"
-        if "locked" in text or "busy" in text
-        else ""
-    )
-    return EngineError(f"SQLite queue store on {path!r} failed: {text}{hint}", url=path)
+    return store_error(exc, path, "queue store")
 
 
 def _headers_text(headers: Mapping[str, str] | None) -> str | None:

@@ -42,6 +42,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from seawall.clock import Clock
+from seawall.engines._sqlite_connections import declared_names, store_error
 from seawall.errors import ConfigurationError, EngineError
 from seawall.events import EventHub, hub
 from seawall.messaging.queue._polling import Doorbell, apoll, poll
@@ -269,27 +270,11 @@ def _dialect(name: str) -> Dialect:
 
 def sqlite_topic_names(engine: SqliteEngine) -> list[str]:
     """The names of the topics declared in this SQLite database."""
-    conn = engine.connection
-    try:
-        exists = conn.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'seawall_topics'"
-        ).fetchone()
-        if exists is None:
-            return []
-        return [row[0] for row in conn.execute("SELECT name FROM seawall_topics ORDER BY name")]
-    except sqlite3.Error as exc:
-        raise _engine_error(exc, engine.path) from exc
+    return declared_names(engine, "seawall_topics", "topic store")
 
 
 def _engine_error(exc: sqlite3.Error, path: str) -> EngineError:
-    text = str(exc)
-    hint = (
-        "; another connection held the write lock longer than the busy timeout: "
-        "shorten its transactions or raise the engine's timeout"
-        if "locked" in text or "busy" in text
-        else ""
-    )
-    return EngineError(f"SQLite topic store on {path!r} failed: {text}{hint}", url=path)
+    return store_error(exc, path, "topic store")
 
 
 def _as_int(text: str) -> int | None:
