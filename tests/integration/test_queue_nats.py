@@ -17,6 +17,7 @@ import pytest
 
 import seawall
 from _engines import require_engine
+from _sockets import drop_client_sockets
 from seawall.engines.nats import NatsEngine
 from seawall.errors import EngineUnavailableError
 from seawall.messaging.queue import Queue, QueueStats, open_queue
@@ -161,26 +162,6 @@ def test_deduplication_uses_the_stream_window(engine: NatsEngine) -> None:
     assert queue.send("c", dedup_id="k") != first
 
 
-def _drop_client_sockets(port: int) -> int:
-    """Shut down this loop's sockets to ``port`` (the client side of the connection)."""
-    loop = asyncio.get_running_loop()
-    dropped = 0
-    for key in list(loop._selector.get_map().values()):  # type: ignore[attr-defined]
-        try:
-            sock = socket.fromfd(key.fd, socket.AF_INET, socket.SOCK_STREAM)
-        except OSError:
-            continue
-        with sock:
-            try:
-                peer = sock.getpeername()
-            except OSError:
-                continue
-            if isinstance(peer, tuple) and peer[1] == port:
-                sock.shutdown(socket.SHUT_RDWR)
-                dropped += 1
-    return dropped
-
-
 async def test_the_async_store_recovers_after_the_connection_drops() -> None:
     engine = seawall.connect(require_engine("nats"))
     assert isinstance(engine, NatsEngine)
@@ -188,7 +169,7 @@ async def test_the_async_store_recovers_after_the_connection_drops() -> None:
     try:
         queue = open_queue(engine, name)
         await queue.asend("before")
-        assert _drop_client_sockets(4222) >= 1
+        assert drop_client_sockets(4222) >= 1
         deadline = time.monotonic() + 10
         while True:
             try:

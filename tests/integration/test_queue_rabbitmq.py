@@ -17,6 +17,7 @@ import pytest
 
 import seawall
 from _engines import require_engine
+from _sockets import drop_client_sockets
 from seawall.engines.amqp import AmqpEngine
 from seawall.errors import EngineError, EngineUnavailableError, UnsupportedEngineError
 from seawall.messaging.queue import Queue, QueueStats, StaleReceiptError, open_queue
@@ -158,26 +159,6 @@ def test_dedup_and_peek_are_refused_clearly(engine: AmqpEngine) -> None:
     assert queue.stats().total == 0
 
 
-def _drop_client_sockets(port: int) -> int:
-    """Shut down this loop's sockets to ``port`` (the client side of the connection)."""
-    loop = asyncio.get_running_loop()
-    dropped = 0
-    for key in list(loop._selector.get_map().values()):  # type: ignore[attr-defined]
-        try:
-            sock = socket.fromfd(key.fd, socket.AF_INET, socket.SOCK_STREAM)
-        except OSError:
-            continue
-        with sock:
-            try:
-                peer = sock.getpeername()
-            except OSError:
-                continue
-            if isinstance(peer, tuple) and peer[1] == port:
-                sock.shutdown(socket.SHUT_RDWR)
-                dropped += 1
-    return dropped
-
-
 async def test_the_async_store_recovers_after_the_connection_drops() -> None:
     engine = seawall.connect(require_engine("rabbitmq"))
     assert isinstance(engine, AmqpEngine)
@@ -186,7 +167,7 @@ async def test_the_async_store_recovers_after_the_connection_drops() -> None:
         queue = open_queue(engine, name)
         await queue.asend("before")
         (held,) = await queue.areceive(visibility_timeout=60)
-        assert _drop_client_sockets(5672) >= 1
+        assert drop_client_sockets(5672) >= 1
         deadline = time.monotonic() + 15
         while True:
             try:
