@@ -167,3 +167,64 @@ def dump_json(results: list[Result], path: str | None = None) -> None:
     with open(target, "a", encoding="utf-8") as handle:
         for result in results:
             handle.write(json.dumps(asdict(result)) + "\n")
+
+
+def run_area_in_child(script: str, area: str) -> list[Result]:
+    """Run ``script --area AREA`` in a child process and read its results back.
+
+    One child per area, so one library's leftovers (caches, garbage) cannot slow the
+    garbage collector in the areas measured after it.
+    """
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as folder:
+        target = Path(folder) / "results.jsonl"
+        env = dict(os.environ, BENCH_JSON=str(target))
+        completed = subprocess.run([sys.executable, script, "--area", area], env=env, check=False)
+        if completed.returncode != 0:
+            raise SystemExit(
+                f"benchmark area {area!r} failed with exit code {completed.returncode}"
+            )
+        if not target.exists():
+            return []
+        return [Result(**json.loads(line)) for line in target.read_text().splitlines()]
+
+
+def run_chosen_areas(script: str, areas: Iterable[str]) -> list[Result] | None:
+    """Run the areas ``BENCH_ONLY`` names (all when unset), each in a child process.
+
+    Returns None, after saying which names are valid, when ``BENCH_ONLY`` names an unknown area.
+    """
+    import sys
+
+    known = list(areas)
+    only = {name.strip() for name in os.environ.get("BENCH_ONLY", "").split(",") if name.strip()}
+    unknown = only - set(known)
+    if unknown:
+        print(
+            f"unknown BENCH_ONLY area(s) {sorted(unknown)}; choose from {sorted(known)}",
+            file=sys.stderr,
+        )
+        return None
+    results: list[Result] = []
+    for area in known:
+        if not only or area in only:
+            results.extend(run_area_in_child(script, area))
+    dump_json(results)
+    return results
+
+
+def print_targets(title: str, rows: Iterable[tuple[str, str, str]], measured: str) -> None:
+    """The targets table: each target, what was measured (column ``measured``), its status."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for column in ("target", measured, "status"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*row)
+    Console(width=160).print(table)

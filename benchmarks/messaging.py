@@ -29,16 +29,13 @@ The final table checks the issue's targets (printed, never asserted). Server URL
 from __future__ import annotations
 
 import importlib
-import json
 import os
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _harness import Result, dump_json, print_table
+from _harness import Result, dump_json, print_table, print_targets, run_chosen_areas
 
 AREAS: dict[str, tuple[str, dict[str, str], str]] = {
     # name: (module, environment for the child, table title)
@@ -69,21 +66,6 @@ def check_targets(results: list[Result]) -> list[tuple[str, str, str]]:
     return messaging_queue.check_targets(results) + messaging_channels.check_targets(results)
 
 
-def _run_area(area: str) -> list[Result]:
-    """Run one area in a child process and read its results back."""
-    with tempfile.TemporaryDirectory() as folder:
-        target = Path(folder) / "results.jsonl"
-        env = dict(os.environ, BENCH_JSON=str(target))
-        completed = subprocess.run([sys.executable, __file__, "--area", area], env=env, check=False)
-        if completed.returncode != 0:
-            raise SystemExit(
-                f"benchmark area {area!r} failed with exit code {completed.returncode}"
-            )
-        if not target.exists():
-            return []
-        return [Result(**json.loads(line)) for line in target.read_text().splitlines()]
-
-
 def _child(area: str) -> int:
     module, environment, title = AREAS[area]
     os.environ.update(environment)
@@ -96,30 +78,10 @@ def _child(area: str) -> int:
 def main() -> int:
     if len(sys.argv) == 3 and sys.argv[1] == "--area":
         return _child(sys.argv[2])
-    only = {name.strip() for name in os.environ.get("BENCH_ONLY", "").split(",") if name.strip()}
-    unknown = only - set(AREAS)
-    if unknown:
-        print(
-            f"unknown BENCH_ONLY area(s) {sorted(unknown)}; choose from {sorted(AREAS)}",
-            file=sys.stderr,
-        )
+    results = run_chosen_areas(__file__, AREAS)
+    if results is None:
         return 2
-    results: list[Result] = []
-    for area in AREAS:
-        if only and area not in only:
-            continue
-        results.extend(_run_area(area))
-    dump_json(results)
-
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title="targets (issue 3: messaging)")
-    for column in ("target", "measured", "status"):
-        table.add_column(column)
-    for row in check_targets(results):
-        table.add_row(*row)
-    Console(width=160).print(table)
+    print_targets("targets (issue 3: messaging)", check_targets(results), "measured")
     return 0
 
 

@@ -31,7 +31,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _harness import OURS, Case, Result, dump_json, measure, ops_for, print_table
+from _harness import OURS, Case, Result, dump_json, measure, ops_for, print_table, print_targets
 from seawall.messaging.channel import Broadcast, Channel
 
 CAPACITY = 128
@@ -325,15 +325,9 @@ def main() -> int:
     print_table("seawall messaging: in-process channels", results)
     dump_json(results)
 
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title="targets (issue 3: channels)")
-    for column in ("target", "measured (seawall ÷ baseline)", "status"):
-        table.add_column(column)
-    for row in check_targets(results):
-        table.add_row(*row)
-    Console(width=160).print(table)
+    print_targets(
+        "targets (issue 3: channels)", check_targets(results), "measured (seawall ÷ baseline)"
+    )
     return 0
 
 

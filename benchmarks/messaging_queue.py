@@ -44,7 +44,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _harness import REPS, Result, dump_json, ops_for, print_table
+from _harness import REPS, Result, dump_json, ops_for, print_table, print_targets
 
 MESSAGES = ops_for(10_000)
 BATCH_MESSAGES = ops_for(50_000)
@@ -986,15 +986,7 @@ def main() -> int:
     print_table("seawall messaging: durable queues (per message)", results)
     dump_json(results)
 
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title="targets (issue 3)")
-    for column in ("target", "measured (fastest peer ÷ seawall)", "status"):
-        table.add_column(column)
-    for row in check_targets(results):
-        table.add_row(*row)
-    Console(width=160).print(table)
+    print_targets("targets (issue 3)", check_targets(results), "measured (fastest peer ÷ seawall)")
     return 0
 
 

@@ -15,16 +15,12 @@ as a multiple of ours. Nothing here is asserted: speed is shown, not tested.
 from __future__ import annotations
 
 import importlib
-import json
-import os
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _harness import Result, dump_json, print_table
+from _harness import Result, dump_json, print_table, print_targets, run_chosen_areas
 
 AREAS = {
     "retry": "resilience_retry",
@@ -108,20 +104,6 @@ def check_targets(results: list[Result]) -> list[tuple[str, str, str]]:
     return rows
 
 
-def _run_area(area: str) -> list[Result]:
-    """Run one area in a child process, so one library's leftovers (purgatory keeps every
-    rejected call) cannot slow the garbage collector in the areas measured after it."""
-    with tempfile.TemporaryDirectory() as folder:
-        target = Path(folder) / "results.jsonl"
-        env = dict(os.environ, BENCH_JSON=str(target))
-        completed = subprocess.run([sys.executable, __file__, "--area", area], env=env, check=False)
-        if completed.returncode != 0:
-            raise SystemExit(
-                f"benchmark area {area!r} failed with exit code {completed.returncode}"
-            )
-        return [Result(**json.loads(line)) for line in target.read_text().splitlines()]
-
-
 def main() -> int:
     if len(sys.argv) == 3 and sys.argv[1] == "--area":
         area = sys.argv[2]
@@ -129,30 +111,10 @@ def main() -> int:
         print_table(f"seawall resilience: {area}", area_results)
         dump_json(area_results)
         return 0
-    only = {name.strip() for name in os.environ.get("BENCH_ONLY", "").split(",") if name.strip()}
-    unknown = only - set(AREAS)
-    if unknown:
-        print(
-            f"unknown BENCH_ONLY area(s) {sorted(unknown)}; choose from {sorted(AREAS)}",
-            file=sys.stderr,
-        )
+    results = run_chosen_areas(__file__, AREAS)
+    if results is None:
         return 2
-    results: list[Result] = []
-    for area in AREAS:
-        if only and area not in only:
-            continue
-        results.extend(_run_area(area))
-    dump_json(results)
-
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title="targets (issue 2)")
-    for column in ("target", "measured (fastest peer ÷ seawall)", "status"):
-        table.add_column(column)
-    for row in check_targets(results):
-        table.add_row(*row)
-    Console(width=160).print(table)
+    print_targets("targets (issue 2)", check_targets(results), "measured (fastest peer ÷ seawall)")
     return 0
 
 
