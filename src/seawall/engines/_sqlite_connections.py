@@ -15,6 +15,7 @@ from seawall.errors import ConfigurationError, EngineError, EngineUnavailableErr
 __all__ = [
     "SYNCHRONOUS",
     "SqliteConnections",
+    "atomic_write",
     "check_synchronous",
     "declared_names",
     "store_error",
@@ -161,3 +162,26 @@ def declared_names(engine: SqliteEngine, table: str, store: str) -> list[str]:
         return [row[0] for row in conn.execute(f"SELECT name FROM {table} ORDER BY name")]
     except sqlite3.Error as exc:
         raise store_error(exc, engine.path, store) from exc
+
+
+@contextmanager
+def atomic_write(conn: sqlite3.Connection, savepoint: str) -> Iterator[None]:
+    """One atomic unit on ``conn``: a savepoint inside the caller's open transaction, or a
+    write transaction (``BEGIN IMMEDIATE``) of its own, committed when the block ends."""
+    if conn.in_transaction:
+        conn.execute(f"SAVEPOINT {savepoint}")
+        try:
+            yield
+        except BaseException:
+            conn.execute(f"ROLLBACK TO {savepoint}")
+            conn.execute(f"RELEASE {savepoint}")
+            raise
+        conn.execute(f"RELEASE {savepoint}")
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")

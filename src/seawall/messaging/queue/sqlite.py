@@ -41,10 +41,11 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from seawall.clock import Clock
-from seawall.engines._sqlite_connections import declared_names, store_error
+from seawall.engines._sqlite_connections import atomic_write, declared_names, store_error
 from seawall.errors import ConfigurationError, EngineError
 from seawall.events import EventHub, hub
 from seawall.messaging.queue._errors import UnknownQueueError
@@ -432,26 +433,9 @@ class SqliteQueueStore:
         self._local.level = 0
         return conn
 
-    @contextlib.contextmanager
-    def _write(self, conn: sqlite3.Connection) -> Iterator[None]:
+    def _write(self, conn: sqlite3.Connection) -> AbstractContextManager[None]:
         """One atomic unit: our own write transaction, or a savepoint in the caller's."""
-        if conn.in_transaction:
-            conn.execute("SAVEPOINT seawall_queue")
-            try:
-                yield
-            except BaseException:
-                conn.execute("ROLLBACK TO seawall_queue")
-                conn.execute("RELEASE seawall_queue")
-                raise
-            conn.execute("RELEASE seawall_queue")
-            return
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+        return atomic_write(conn, "seawall_queue")
 
     def _retrying(self, attempt: Callable[[], T]) -> T:
         """Run ``attempt``; if a new slot collided with another process's, reseed and retry."""

@@ -29,7 +29,6 @@ doorbell (a publish here wakes them at once) plus polling capped at 50 ms.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import json
 import os
@@ -38,11 +37,12 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from seawall.clock import Clock
-from seawall.engines._sqlite_connections import declared_names, store_error
+from seawall.engines._sqlite_connections import atomic_write, declared_names, store_error
 from seawall.errors import ConfigurationError, EngineError
 from seawall.events import EventHub, hub
 from seawall.messaging.queue._polling import Doorbell, apoll, poll
@@ -383,26 +383,9 @@ class SqliteTopicStore:
             )
         return conn
 
-    @contextlib.contextmanager
-    def _write(self, conn: sqlite3.Connection) -> Iterator[None]:
+    def _write(self, conn: sqlite3.Connection) -> AbstractContextManager[None]:
         """One atomic unit: our own write transaction, or a savepoint in the caller's."""
-        if conn.in_transaction:
-            conn.execute("SAVEPOINT seawall_topic")
-            try:
-                yield
-            except BaseException:
-                conn.execute("ROLLBACK TO seawall_topic")
-                conn.execute("RELEASE seawall_topic")
-                raise
-            conn.execute("RELEASE seawall_topic")
-            return
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+        return atomic_write(conn, "seawall_topic")
 
     def _run(self, conn: sqlite3.Connection, operation: Operation[T], atomic: bool) -> T:
         try:
