@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -110,6 +110,15 @@ class PostgresEngine(Engine):
                 async with conn.transaction():
                     yield transaction
                 transaction._run_after_commit()
+
+    def run_schema(self, statements: Iterable[str], lock_key: str | None = None) -> None:
+        """Run DDL ``statements`` in one transaction; with ``lock_key``, under an advisory lock
+        on it, so processes creating the same tables at once cannot clash."""
+        with self.connection() as conn, conn.transaction():
+            if lock_key is not None:
+                conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (lock_key,))
+            for statement in statements:
+                conn.execute(statement)
 
     def ping(self) -> None:
         """Raise :class:`EngineUnavailableError` unless the server answers."""

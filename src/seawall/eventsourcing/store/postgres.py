@@ -736,10 +736,7 @@ class PostgresEventStore(EventStoreBase):
 
     def create_tables(self) -> None:
         """Create the schema (if any), the tables and the stream index if missing."""
-        with self._postgres.connection() as connection, connection.transaction():
-            connection.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self._sql.lock_key,))
-            for statement in self._sql.create:
-                connection.execute(statement)
+        self._postgres.run_schema(self._sql.create, self._sql.lock_key)
 
     def drop_tables(self) -> None:
         """Drop the store's tables and everything in them (the schema stays)."""

@@ -156,28 +156,11 @@ class PostgresTrackerStore:
 
     def create_tables(self) -> None:
         """Create the tables and index if they do not exist (safe to race: an advisory lock)."""
-        from seawall.engines.postgres import postgres_errors
-
-        with (
-            postgres_errors(self._engine.url),
-            self._engine.connection() as conn,
-            conn.transaction(),
-        ):
-            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self._sql.lock_key,))
-            for statement in self._sql.create_tables:
-                conn.execute(statement)
+        self._engine.run_schema(self._sql.create_tables, self._sql.lock_key)
 
     def drop_tables(self) -> None:
         """Drop the store's tables and everything in them (tests, teardown)."""
-        from seawall.engines.postgres import postgres_errors
-
-        with (
-            postgres_errors(self._engine.url),
-            self._engine.connection() as conn,
-            conn.transaction(),
-        ):
-            for statement in self._sql.drop_tables:
-                conn.execute(statement)
+        self._engine.run_schema(self._sql.drop_tables)
 
     def record(self, event: NewTrackedEvent, advance: Advance) -> Recorded | None:
         """Append the event and store the folded state in one transaction (duplicates: ``None``)."""

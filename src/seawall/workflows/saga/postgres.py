@@ -300,28 +300,11 @@ class PostgresSagaLog:
 
     def create_tables(self) -> None:
         """Create the tables and index if they do not exist (safe to race: an advisory lock)."""
-        from seawall.engines.postgres import postgres_errors
-
-        with (
-            postgres_errors(self._engine.url),
-            self._engine.connection() as conn,
-            conn.transaction(),
-        ):
-            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self._sql.lock_key,))
-            for statement in self._sql.create_tables:
-                conn.execute(statement)
+        self._engine.run_schema(self._sql.create_tables, self._sql.lock_key)
 
     def drop_tables(self) -> None:
         """Drop the log's tables and everything in them (tests, teardown)."""
-        from seawall.engines.postgres import postgres_errors
-
-        with (
-            postgres_errors(self._engine.url),
-            self._engine.connection() as conn,
-            conn.transaction(),
-        ):
-            for statement in self._sql.drop_tables:
-                conn.execute(statement)
+        self._engine.run_schema(self._sql.drop_tables)
 
     def durability(self) -> dict[str, str]:
         """The server's version and ``fsync`` / ``synchronous_commit`` settings, read back."""
