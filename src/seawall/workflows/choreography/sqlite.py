@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final
 from seawall.clock import Clock
 from seawall.engines._sqlite_connections import SqliteConnections
 from seawall.errors import ConfigurationError
+from seawall.workflows._listing import sqlite_filters
 from seawall.workflows.choreography._model import (
     FlowRecord,
     FlowState,
@@ -248,18 +249,11 @@ class SqliteTrackerStore:
         limit: int = 100,
     ) -> list[FlowRecord]:
         """Business transactions without history, most recently updated first."""
-        filters: list[str] = []
-        parameters: list[Any] = []
-        if status is not None:
-            statuses = [FlowStatus(value).value for value in status]
-            if not statuses:
-                return []
-            filters.append(f"status IN ({', '.join('?' * len(statuses))})")
-            parameters.extend(statuses)
-        if flow is not None:
-            filters.append("flow = ?")
-            parameters.append(flow)
-        where = f"WHERE {' AND '.join(filters)}" if filters else ""
+        statuses = None if status is None else [FlowStatus(value).value for value in status]
+        filtered = sqlite_filters(statuses, "flow", flow)
+        if filtered is None:
+            return []
+        where, parameters = filtered
         parameters.append(max(0, int(limit)))
         try:
             rows = self._connection().execute(self._sql.list.format(filters=where), parameters)

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Final
 from seawall.clock import Clock
 from seawall.engines._sqlite_connections import SqliteConnections
 from seawall.errors import ConfigurationError
+from seawall.workflows._listing import sqlite_filters
 from seawall.workflows.saga._log import check_prefix, decode_plan, encode_plan, time_source
 from seawall.workflows.saga._model import (
     UNFINISHED,
@@ -349,18 +350,11 @@ class SqliteSagaLog:
         limit: int = 100,
     ) -> list[SagaRecord]:
         """Sagas without their history, most recently updated first."""
-        filters: list[str] = []
-        parameters: list[Any] = []
-        if status is not None:
-            statuses = [SagaStatus(value).value for value in status]
-            if not statuses:
-                return []
-            filters.append(f"status IN ({', '.join('?' * len(statuses))})")
-            parameters.extend(statuses)
-        if name is not None:
-            filters.append("name = ?")
-            parameters.append(name)
-        where = f"WHERE {' AND '.join(filters)}" if filters else ""
+        statuses = None if status is None else [SagaStatus(value).value for value in status]
+        filtered = sqlite_filters(statuses, "name", name)
+        if filtered is None:
+            return []
+        where, parameters = filtered
         parameters.append(max(0, int(limit)))
         try:
             rows = self._reading().execute(self._sql.list.format(filters=where), parameters)
