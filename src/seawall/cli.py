@@ -84,6 +84,11 @@ def _demo_default(
     postgres: str | None = typer.Option(None, help="PostgreSQL URL, with --engine postgres."),
     redis: str | None = typer.Option(None, help="Redis URL for queues and rate limits."),
     seed: int = typer.Option(7, help="Seed of the fault injector and the order mix."),
+    client_rate: float = typer.Option(
+        50.0,
+        min=0.1,
+        help="Orders per second each client may place (burst: a second's worth, at most 20); more get 429.",
+    ),
     keep: bool = typer.Option(False, help="Keep the run's PostgreSQL schemas and Redis keys."),
     report_json: str | None = typer.Option(
         None, "--report-json", help="Also write the report as JSON to this file."
@@ -109,6 +114,7 @@ def _demo_default(
             seed=seed,
             keep=keep,
             report_json=report_json,
+            client_rate=client_rate,
         )
 
 

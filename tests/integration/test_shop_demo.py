@@ -76,6 +76,16 @@ def test_demo_with_wild_chaos_keeps_every_invariant(tmp_path: Path) -> None:
     assert report["counters"]["injected_errors"] > 0
 
 
+def test_a_low_client_rate_throttles_clients_who_retry_and_finish(tmp_path: Path) -> None:
+    completed = _demo(
+        "--orders", "24", "--clients", "3", "--chaos", "none", "--client-rate", "2",
+        "--data", str(tmp_path), "--report-json", str(tmp_path / "report.json"),
+    )  # fmt: skip
+    report = _check_report(tmp_path, completed)
+    assert report["counters"]["rate_limited"] >= 1
+    assert report["orders_accepted"] == 24
+
+
 def test_demo_on_postgres_and_redis_keeps_every_invariant_and_cleans_up(tmp_path: Path) -> None:
     postgres = require_engine("postgres")
     redis_url = require_engine("redis")

@@ -138,6 +138,7 @@ def run_demo_command(
     seed: int,
     keep: bool,
     report_json: str | None,
+    client_rate: float = 50.0,
 ) -> NoReturn:
     """Check the options, run the shop, exit with the report's code."""
     check_options(
@@ -162,6 +163,7 @@ def run_demo_command(
         seed=seed,
         keep=keep,
         report_json=report_json,
+        client_rate=client_rate,
     )
     try:
         report = run_shop(options)

@@ -96,6 +96,8 @@ class _Run:
             redis_url=options.redis_url,
             launcher_pid=os.getpid(),
             client_rate=options.client_rate,
+            # a burst of at most a second's worth, so a low --client-rate bites at once
+            client_burst=min(20, max(1, round(options.client_rate))),
         )
         self.launcher = Launcher(self.config, folder)
         self.report = ShopReport(
